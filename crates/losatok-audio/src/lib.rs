@@ -8,6 +8,10 @@
 //!   python-soxr `soxr_hq` resampling and librosa's length rule). The stream gives the same
 //!   samples as [`load`] in bounded memory.
 //! * [`resample_to_16k`], [`resample`], [`StreamingResampler`]: the resampling step alone.
+//!   libsoxr is built (crate `losatok-soxr-sys`) like python-soxr's, so on x86-64 the
+//!   output is bit-identical to librosa's. libsoxr chooses its SIMD engine at run time;
+//!   setting `SOXR_USE_SIMD=0` in the environment switches it (and python-soxr) to the
+//!   scalar engine, whose output differs by up to ~1e-6. See the `resample` module docs.
 //! * Writing: [`write_wav`], [`write_wav_no_overwrite`] and the streaming [`WavWriter`]
 //!   write 32-bit float (default) or 16-bit PCM WAV atomically.
 //!

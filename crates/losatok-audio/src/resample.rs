@@ -16,29 +16,36 @@
 //! blocks, flushes at the end and applies the same final length rule; the tests check that
 //! both give bit-identical results.
 //!
-//! The only known difference from python-soxr is the DSP engine: python-soxr builds libsoxr
-//! with SIMD, so its `soxr_hq` float path runs the `cr32s` engine (SSE, PFFFT), while the
-//! `soxr-sys` crate builds the portable `cr32` engine (scalar code, Ooura FFT). Both compute
-//! the same filter in f32 and differ only by rounding (measured at a few 1e-7 on speech-like
-//! signals, see the crate tests). With `SOXR_USE_SIMD=0`, python-soxr uses `cr32` too and
-//! matches this module bit for bit.
+//! # Engine and bit-exactness
+//!
+//! libsoxr comes from `losatok-soxr-sys`, which compiles the libsoxr sources python-soxr
+//! 1.1 bundles (0.1.3-14-ga66f3ee) with the configuration of python-soxr's CMake build:
+//! SIMD engines included. libsoxr picks its engine at run time in `soxr_create`; for
+//! `soxr_hq` on f32 that is `cr32s` (SSE + PFFFT on x86-64, NEON on aarch64) unless the
+//! environment variable `SOXR_USE_SIMD` (or `SOXR_USE_SIMD32`) is set to `0` (or anything
+//! `atoi` reads as 0), in which case it is the scalar `cr32`. python-soxr reads the same
+//! variables, so in the same environment both run the same engine. On x86-64 the output
+//! is bit-identical to python-soxr / librosa (checked on the fixtures and on random and
+//! near-silent signals at 8 to 96 kHz, with and without `SOXR_USE_SIMD=0`); the two engines
+//! differ from each other by up to about 1e-6, so do not set `SOXR_USE_SIMD` when parity
+//! with a default librosa install matters. libsoxr also honours `SOXR_MIN_DFT_SIZE`,
+//! `SOXR_LARGE_DFT_SIZE`, `SOXR_COEFS_SIZE`, `SOXR_COEF_INTERP` and friends (see
+//! `losatok_soxr_sys`); they change the rounding too. Other architectures are not verified
+//! bit for bit (aarch64 compilers may fuse multiply-adds).
 
 use std::ffi::CStr;
-use std::os::raw::{c_uint, c_ulong, c_void};
+use std::os::raw::{c_uint, c_void};
 use std::ptr;
 
-use soxr_sys::{
-    soxr_create, soxr_datatype_t_SOXR_FLOAT32_S, soxr_delete, soxr_error_t, soxr_io_spec,
-    soxr_process, soxr_quality_spec, soxr_t, SOXR_20_BITQ,
+use losatok_soxr_sys::{
+    soxr_create, soxr_delete, soxr_error_t, soxr_io_spec, soxr_process, soxr_quality_spec, soxr_t,
+    SOXR_FLOAT32_S, SOXR_HQ,
 };
 
 use crate::error::AudioError;
 
 /// The sample rate the LoSATok model works at.
 pub const TARGET_SAMPLE_RATE: u32 = 16_000;
-
-/// libsoxr's `SOXR_HQ` recipe (an alias of `SOXR_20_BITQ`), librosa's default.
-const SOXR_HQ: c_ulong = SOXR_20_BITQ as c_ulong;
 
 /// Output length of `librosa.resample(y, orig_sr=in_rate, target_sr=out_rate)` for an input
 /// of `n_in` samples: `int(np.ceil(n_in * (out_rate / in_rate)))`, with the ratio rounded to
@@ -63,10 +70,7 @@ impl Soxr {
         // SAFETY: plain constructors of value structs, then soxr_create with valid pointers
         // to them; the runtime spec may be NULL (defaults), as python-soxr passes.
         let handle = unsafe {
-            let io = soxr_io_spec(
-                soxr_datatype_t_SOXR_FLOAT32_S,
-                soxr_datatype_t_SOXR_FLOAT32_S,
-            );
+            let io = soxr_io_spec(SOXR_FLOAT32_S, SOXR_FLOAT32_S);
             let quality = soxr_quality_spec(SOXR_HQ, 0);
             soxr_create(
                 in_rate,
@@ -345,6 +349,22 @@ mod tests {
             Err(AudioError::InvalidInput(_))
         ));
         assert_eq!(resample(&[], 8_000, 16_000).unwrap(), Vec::<f32>::new());
+    }
+
+    /// python-soxr's default engine for `soxr_hq` on f32 is the SIMD `cr32s`; ours must be
+    /// too (when the environment does not say otherwise), or parity with librosa is lost.
+    #[test]
+    fn hq_f32_runs_the_simd_engine() {
+        let env_set = ["SOXR_USE_SIMD", "SOXR_USE_SIMD32"]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some());
+        if env_set || !losatok_soxr_sys::HAS_CR32S {
+            return;
+        }
+        let s = Soxr::new(44_100.0, 16_000.0).unwrap();
+        // SAFETY: valid handle; libsoxr returns a static string.
+        let engine = unsafe { CStr::from_ptr(losatok_soxr_sys::soxr_engine(s.0)) };
+        assert_eq!(engine.to_str().unwrap(), "cr32s");
     }
 
     #[test]
