@@ -1,0 +1,922 @@
+//! The one place that knows PyTorch checkpoint names.
+//!
+//! The Burn module tree mirrors the PyTorch one, so a parameter's Burn path *is* its state-dict
+//! key, except for the rules of [`torch_key`] (the whole remap table):
+//!
+//! | Burn | PyTorch | why |
+//! |---|---|---|
+//! | `LayerNorm.gamma` / `.beta` | `.weight` / `.bias` | Burn's field names |
+//! | `Linear.weight` `[in, out]` | `.weight` `[out, in]` | transposed on load and export |
+//! | `…bottleneck.{downsample,upsample}.fc1` / `.fc2` | `….0` / `….2` | `nn.Sequential` indices |
+//! | `WnConv2d` in `discriminators.{i}.discriminator.{j}` | `….{j}.1` (j = 0) / `….{j}.2` | MFD `nn.Sequential` indices |
+//! | `WnConv2d` in `model.{i}.model.{j}` | `model.disc_{i}.model.layer_{j}.0` (j < 5) / `….layer_5` | SpecDiscriminator module names |
+//!
+//! Three kinds of file are read: a LoSATok checkpoint (`losatok_kl1e-*.pth`, the `AudioVAE`
+//! state dict, raw or wrapped in `{"state_dict": …}`, or a safetensors export with the same
+//! names), a semantic-encoder checkpoint (`semantic_encoder.pth`: `encoder.*` + `bottleneck.*`),
+//! and MiDashengLM's own sharded safetensors (`audio_encoder.*`, read shard by shard without
+//! touching the language model's tensors). Loading is strict: every expected tensor must be
+//! present with the right shape and a float dtype, and unknown keys are reported.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::prelude::*;
+use burn::tensor::DType;
+use burn_store::pytorch::PytorchReader;
+use burn_store::TensorSnapshot;
+
+use crate::config::LosatokConfig;
+use crate::losatok::Losatok;
+
+/// A checkpoint that cannot be used (one line; names the file and the offending keys).
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// The file cannot be opened.
+    #[error("cannot read checkpoint {path}: {message}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// The bytes are not a readable checkpoint (corrupt zip, bad pickle, bad header).
+    #[error("checkpoint {path} is not a valid PyTorch or safetensors file: {message}")]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What the reader reported.
+        message: String,
+    },
+    /// The tensors do not match the model.
+    #[error("checkpoint {path} does not match the model: {summary}")]
+    Mismatch {
+        /// The file.
+        path: PathBuf,
+        /// Missing / unexpected / mis-shaped / wrong-dtype keys, summarised on one line.
+        summary: String,
+        /// Every problem, for programs.
+        problems: Vec<Problem>,
+    },
+    /// A different kind of file than expected (e.g. a semantic encoder where a LoSATok
+    /// checkpoint is needed).
+    #[error("checkpoint {path}: {message}")]
+    WrongKind {
+        /// The file.
+        path: PathBuf,
+        /// What it is and what is needed.
+        message: String,
+    },
+}
+
+/// One mismatch between a checkpoint and the model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Problem {
+    /// An expected tensor is absent.
+    Missing(String),
+    /// A tensor the model does not have.
+    Unexpected(String),
+    /// Present with another shape.
+    Shape {
+        /// PyTorch key.
+        key: String,
+        /// Shape the model needs (PyTorch layout).
+        expected: Vec<usize>,
+        /// Shape in the file.
+        found: Vec<usize>,
+    },
+    /// Present with a non-float dtype.
+    Dtype {
+        /// PyTorch key.
+        key: String,
+        /// The dtype in the file.
+        found: String,
+    },
+    /// A constant buffer whose values differ from what this implementation computes.
+    Buffer {
+        /// PyTorch key.
+        key: String,
+        /// What differs.
+        message: String,
+    },
+    /// The tensor data could not be read.
+    Unreadable {
+        /// PyTorch key.
+        key: String,
+        /// The reader's message.
+        message: String,
+    },
+}
+
+/// One line summarising problems by kind (at most four keys named per kind).
+pub fn summarize(problems: &[Problem]) -> String {
+    let mut groups: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for p in problems {
+        let (kind, text) = match p {
+            Problem::Missing(k) => ("missing", k.clone()),
+            Problem::Unexpected(k) => ("unexpected", k.clone()),
+            Problem::Shape {
+                key,
+                expected,
+                found,
+            } => (
+                "wrong shape",
+                format!("{key} (expected {expected:?}, found {found:?})"),
+            ),
+            Problem::Dtype { key, found } => ("wrong dtype", format!("{key} ({found})")),
+            Problem::Buffer { key, message } => {
+                ("unsupported buffer", format!("{key} ({message})"))
+            }
+            Problem::Unreadable { key, message } => ("unreadable", format!("{key} ({message})")),
+        };
+        groups.entry(kind).or_default().push(text);
+    }
+    groups
+        .into_iter()
+        .map(|(kind, keys)| {
+            let shown: Vec<&str> = keys.iter().take(4).map(String::as_str).collect();
+            let more = if keys.len() > 4 {
+                format!(" and {} more", keys.len() - 4)
+            } else {
+                String::new()
+            };
+            format!("{} {kind}: {}{more}", keys.len(), shown.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// How a parameter's data is laid out in PyTorch relative to Burn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// Same layout.
+    Same,
+    /// A 2-D matrix stored transposed (`nn.Linear`: PyTorch `[out, in]`, Burn `[in, out]`).
+    Transposed,
+}
+
+/// The remap table: Burn parameter path (and the type of the module owning it) → PyTorch key and
+/// layout. See the module documentation for the rules.
+pub fn torch_key(path: &[&str], owner: &str) -> (String, Layout) {
+    if owner == "WnConv2d" {
+        if let Some(key) = discriminator_key(path) {
+            return (key, Layout::Same);
+        }
+    }
+    let mut segs: Vec<&str> = path.to_vec();
+    let n = segs.len();
+    let mut layout = Layout::Same;
+    match (owner, segs[n - 1]) {
+        ("LayerNorm", "gamma") => segs[n - 1] = "weight",
+        ("LayerNorm", "beta") => segs[n - 1] = "bias",
+        ("Linear", "weight") => layout = Layout::Transposed,
+        _ => {}
+    }
+    // nn.Sequential(Linear, GELU, Linear) of SemBo: fc1 ↔ 0, fc2 ↔ 2
+    if n >= 4
+        && (segs[n - 3] == "downsample" || segs[n - 3] == "upsample")
+        && segs[n - 4] == "bottleneck"
+    {
+        segs[n - 2] = match segs[n - 2] {
+            "fc1" => "0",
+            "fc2" => "2",
+            other => other,
+        };
+    }
+    (segs.join("."), layout)
+}
+
+/// PyTorch key of a weight-normalised discriminator convolution parameter (`leaf` =
+/// `weight_g` / `weight_v` / `bias`), from the end of its Burn path:
+///
+/// * MFD `discriminators.{i}.discriminator.{j}.{leaf}` → `….{j}.{1|2}.{leaf}`: the conv's index
+///   in block `j`'s `nn.Sequential` (`ReflectionPad2d, Conv2d` for block 0; `LeakyReLU,
+///   ReflectionPad2d, Conv2d` after);
+/// * Spec `model.{i}.model.{j}.{leaf}` → `model.disc_{i}.model.layer_{j}.0.{leaf}` for the
+///   activated layers j < 5 (`nn.Sequential(Conv2d, LeakyReLU)`), `….layer_5.{leaf}` for the
+///   logit conv.
+fn discriminator_key(path: &[&str]) -> Option<String> {
+    let n = path.len();
+    if n < 5 {
+        return None;
+    }
+    let head = path[..n - 5].join(".");
+    let join = |tail: String| {
+        if head.is_empty() {
+            tail
+        } else {
+            format!("{head}.{tail}")
+        }
+    };
+    let (i, j, leaf) = (path[n - 4], path[n - 2], path[n - 1]);
+    i.parse::<usize>().ok()?;
+    let j: usize = j.parse().ok()?;
+    match (path[n - 5], path[n - 3]) {
+        ("discriminators", "discriminator") => {
+            let seq = if j == 0 { 1 } else { 2 };
+            Some(join(format!(
+                "discriminators.{i}.discriminator.{j}.{seq}.{leaf}"
+            )))
+        }
+        ("model", "model") => {
+            let seq = if j < 5 { ".0" } else { "" };
+            Some(join(format!("model.disc_{i}.model.layer_{j}{seq}.{leaf}")))
+        }
+        _ => None,
+    }
+}
+
+/// Keys a checkpoint may contain that are not parameters of this implementation and carry no
+/// information it needs: BatchNorm's step counter, and the MiDashengLM front end's
+/// non-persistent STFT window / mel table should a future file store them.
+fn is_ignorable(key: &str) -> bool {
+    key.ends_with("num_batches_tracked")
+        || key.starts_with("semantic_encoder.encoder.front_end.")
+        || key.contains("spectrogram_window")
+        || key.contains("melscale_fbanks")
+}
+
+/// Constant buffers of the official layout, handled by [`load_buffers`].
+const AC_WINDOW: &str = "dasheng_tokenizer.encoder.front_end.mel_spec.spectrogram.window";
+const AC_FB: &str = "dasheng_tokenizer.encoder.front_end.mel_spec.mel_scale.fb";
+const ISTFT_WINDOW: &str = "dasheng_tokenizer.decoder.head.istft.window";
+
+/// Read access to the tensors of one or more files, by PyTorch key.
+pub struct TensorSource {
+    files: Vec<SourceFile>,
+    /// PyTorch key → (file index, key inside that file).
+    index: BTreeMap<String, (usize, String)>,
+}
+
+enum SourceFile {
+    Pytorch {
+        path: PathBuf,
+        tensors: HashMap<String, TensorSnapshot>,
+    },
+    Safetensors {
+        path: PathBuf,
+        map: memmap2::Mmap,
+        header_len: usize,
+        tensors: HashMap<String, SafeInfo>,
+    },
+}
+
+struct SafeInfo {
+    dtype: safetensors::Dtype,
+    shape: Vec<usize>,
+    offsets: (usize, usize),
+}
+
+/// Shape and dtype of a stored tensor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorInfo {
+    /// PyTorch shape.
+    pub shape: Vec<usize>,
+    /// Element type name (e.g. `F32`).
+    pub dtype: String,
+    float: bool,
+}
+
+impl SourceFile {
+    fn path(&self) -> &Path {
+        match self {
+            SourceFile::Pytorch { path, .. } | SourceFile::Safetensors { path, .. } => path,
+        }
+    }
+
+    fn open(path: &Path) -> Result<Self, CheckpointError> {
+        let meta = std::fs::metadata(path).map_err(|e| CheckpointError::Io {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        if meta.is_dir() {
+            return Err(CheckpointError::Io {
+                path: path.to_path_buf(),
+                message: "is a directory".into(),
+            });
+        }
+        let mut magic = [0u8; 8];
+        {
+            use std::io::Read;
+            let mut f = File::open(path).map_err(|e| CheckpointError::Io {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+            let n = f.read(&mut magic).map_err(|e| CheckpointError::Io {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+            if n < 8 {
+                return Err(CheckpointError::Format {
+                    path: path.to_path_buf(),
+                    message: format!("file is only {n} bytes long"),
+                });
+            }
+        }
+        let format_err = |message: String| CheckpointError::Format {
+            path: path.to_path_buf(),
+            message,
+        };
+        if &magic[..2] == b"PK" || magic[0] == 0x80 {
+            // zip (torch ≥ 1.6) or legacy pickle
+            let reader = std::panic::catch_unwind(|| PytorchReader::new(path))
+                .map_err(|_| format_err("the reader crashed on this file".into()))?
+                .map_err(|e| format_err(one_line(&e.to_string())))?;
+            Ok(SourceFile::Pytorch {
+                path: path.to_path_buf(),
+                tensors: reader.into_tensors(),
+            })
+        } else {
+            let file = File::open(path).map_err(|e| CheckpointError::Io {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+            // SAFETY: the map is read-only and lives as long as the source; the file is not
+            // expected to change while the model loads (as with any memory-mapped weights).
+            let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| CheckpointError::Io {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+            let (header_len, metadata) = safetensors::SafeTensors::read_metadata(&map)
+                .map_err(|e| format_err(format!("neither a PyTorch zip nor safetensors ({e})")))?;
+            let mut tensors = HashMap::new();
+            for (name, info) in metadata.tensors() {
+                tensors.insert(
+                    name.clone(),
+                    SafeInfo {
+                        dtype: info.dtype,
+                        shape: info.shape.clone(),
+                        offsets: info.data_offsets,
+                    },
+                );
+            }
+            Ok(SourceFile::Safetensors {
+                path: path.to_path_buf(),
+                map,
+                header_len: header_len + 8,
+                tensors,
+            })
+        }
+    }
+
+    fn keys(&self) -> Vec<String> {
+        match self {
+            SourceFile::Pytorch { tensors, .. } => tensors.keys().cloned().collect(),
+            SourceFile::Safetensors { tensors, .. } => tensors.keys().cloned().collect(),
+        }
+    }
+
+    fn info(&self, key: &str) -> Option<TensorInfo> {
+        match self {
+            SourceFile::Pytorch { tensors, .. } => tensors.get(key).map(|s| TensorInfo {
+                shape: s.shape.as_slice().to_vec(),
+                dtype: format!("{:?}", s.dtype),
+                float: matches!(s.dtype, DType::F32 | DType::F64 | DType::F16 | DType::BF16),
+            }),
+            SourceFile::Safetensors { tensors, .. } => tensors.get(key).map(|s| TensorInfo {
+                shape: s.shape.clone(),
+                dtype: format!("{:?}", s.dtype),
+                float: matches!(
+                    s.dtype,
+                    safetensors::Dtype::F32
+                        | safetensors::Dtype::F64
+                        | safetensors::Dtype::F16
+                        | safetensors::Dtype::BF16
+                ),
+            }),
+        }
+    }
+
+    /// Values as f32 (float dtypes converted), row-major in the stored layout.
+    fn read_f32(&self, key: &str) -> Result<Vec<f32>, String> {
+        match self {
+            SourceFile::Pytorch { tensors, .. } => {
+                let snap = tensors.get(key).ok_or("absent")?;
+                let data = snap.to_data().map_err(|e| e.to_string())?;
+                data.convert::<f32>()
+                    .into_vec::<f32>()
+                    .map_err(|e| format!("{e:?}"))
+            }
+            SourceFile::Safetensors {
+                map,
+                header_len,
+                tensors,
+                ..
+            } => {
+                let info = tensors.get(key).ok_or("absent")?;
+                let bytes = map
+                    .get(header_len + info.offsets.0..header_len + info.offsets.1)
+                    .ok_or("data offsets beyond the end of the file")?;
+                decode_safetensors(info.dtype, bytes)
+            }
+        }
+    }
+}
+
+fn decode_safetensors(dtype: safetensors::Dtype, bytes: &[u8]) -> Result<Vec<f32>, String> {
+    use safetensors::Dtype as D;
+    let le2 = |c: &[u8]| u16::from_le_bytes([c[0], c[1]]);
+    Ok(match dtype {
+        D::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        D::F64 => bytes
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
+            .collect(),
+        D::F16 => bytes
+            .chunks_exact(2)
+            .map(|c| burn::tensor::f16::from_bits(le2(c)).to_f32())
+            .collect(),
+        D::BF16 => bytes
+            .chunks_exact(2)
+            .map(|c| burn::tensor::bf16::from_bits(le2(c)).to_f32())
+            .collect(),
+        other => return Err(format!("unsupported dtype {other:?}")),
+    })
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+impl Default for TensorSource {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TensorSource {
+    /// An empty source, to [`add`](Self::add) files to.
+    pub fn new() -> Self {
+        Self {
+            files: Vec::new(),
+            index: BTreeMap::new(),
+        }
+    }
+
+    /// Open one file. A common `state_dict.` prefix (the `{"state_dict": …}` wrapping) is removed;
+    /// `prefix` is then prepended so that keys are full `AudioVAE` names.
+    pub fn open(path: impl AsRef<Path>, prefix: &str) -> Result<Self, CheckpointError> {
+        let mut s = Self::new();
+        s.add(path.as_ref(), |k| Some(format!("{prefix}{k}")))?;
+        Ok(s)
+    }
+
+    /// Add a file whose keys are mapped by `rename` (keys mapped to `None` are skipped). A
+    /// common `state_dict.` prefix is removed first.
+    pub fn add(
+        &mut self,
+        path: &Path,
+        rename: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), CheckpointError> {
+        let file = SourceFile::open(path)?;
+        let keys = file.keys();
+        let wrapped = !keys.is_empty() && keys.iter().all(|k| k.starts_with("state_dict."));
+        let i = self.files.len();
+        for k in keys {
+            let inner = if wrapped {
+                &k["state_dict.".len()..]
+            } else {
+                &k[..]
+            };
+            if let Some(full) = rename(inner) {
+                self.index.insert(full, (i, k.clone()));
+            }
+        }
+        self.files.push(file);
+        Ok(())
+    }
+
+    /// All keys (full `AudioVAE` names).
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.index.keys().map(String::as_str)
+    }
+
+    /// Whether a key exists.
+    pub fn contains(&self, key: &str) -> bool {
+        self.index.contains_key(key)
+    }
+
+    /// Shape and dtype of a key.
+    pub fn info(&self, key: &str) -> Option<TensorInfo> {
+        let (i, k) = self.index.get(key)?;
+        self.files[*i].info(k)
+    }
+
+    /// Values of a key as f32.
+    pub fn read_f32(&self, key: &str) -> Result<Vec<f32>, String> {
+        let (i, k) = self.index.get(key).ok_or("absent")?;
+        self.files[*i].read_f32(k)
+    }
+
+    /// The file a key comes from.
+    pub fn file_of(&self, key: &str) -> Option<&Path> {
+        self.index.get(key).map(|(i, _)| self.files[*i].path())
+    }
+
+    /// Number of files.
+    pub fn num_files(&self) -> usize {
+        self.files.len()
+    }
+}
+
+/// A path-aware mapper that replaces every float parameter by the checkpoint tensor named by
+/// [`torch_key`], without running the parameter's initialiser.
+struct Loader<'a> {
+    source: &'a TensorSource,
+    stack: Vec<(String, String)>,
+    used: HashSet<String>,
+    problems: Vec<Problem>,
+}
+
+impl<B: Backend> ModuleMapper<B> for Loader<'_> {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.stack
+            .push((name.to_string(), container_type.to_string()));
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.stack.pop();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let path: Vec<&str> = self.stack.iter().map(|(n, _)| n.as_str()).collect();
+        let owner = self
+            .stack
+            .last()
+            .map(|(_, c)| c.trim_start_matches("Struct:"))
+            .unwrap_or("");
+        let (key, layout) = torch_key(&path, owner);
+        let expected: Vec<usize> = {
+            let d = param.lazy_shape().as_slice().to_vec();
+            match layout {
+                Layout::Same => d,
+                Layout::Transposed => d.into_iter().rev().collect(),
+            }
+        };
+        let Some(info) = self.source.info(&key) else {
+            self.problems.push(Problem::Missing(key));
+            return param;
+        };
+        self.used.insert(key.clone());
+        if !info.float {
+            self.problems.push(Problem::Dtype {
+                key,
+                found: info.dtype,
+            });
+            return param;
+        }
+        if info.shape != expected {
+            self.problems.push(Problem::Shape {
+                key,
+                expected,
+                found: info.shape,
+            });
+            return param;
+        }
+        if !self.problems.is_empty() {
+            // Already failing: check the rest without reading data.
+            return param;
+        }
+        let values = match self.source.read_f32(&key) {
+            Ok(v) => v,
+            Err(message) => {
+                self.problems.push(Problem::Unreadable { key, message });
+                return param;
+            }
+        };
+        let shape: Vec<usize> = param.lazy_shape().as_slice().to_vec();
+        let values = match layout {
+            Layout::Same => values,
+            Layout::Transposed => transpose(&values, info.shape[0], info.shape[1]),
+        };
+        let device = param.lazy_device();
+        let tensor = Tensor::<B, D>::from_data(TensorData::new(values, shape), &device);
+        Param::initialized(param.id, tensor.require_grad())
+    }
+}
+
+/// `[rows, cols]` row-major → `[cols, rows]` row-major.
+fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0f32; v.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = v[r * cols + c];
+        }
+    }
+    out
+}
+
+/// Load every float parameter of `model` from `source` by its [`torch_key`], strictly: returns the
+/// module, the keys used and every problem found (missing, mis-shaped, non-float or unreadable
+/// tensors). Parameters are replaced without running their initialisers, so building a model
+/// and loading it costs one copy of the weights. Unexpected keys are for the caller to judge
+/// (compare [`TensorSource::keys`] with the keys used).
+pub fn load_module<B: Backend, M: Module<B>>(
+    model: M,
+    source: &TensorSource,
+) -> (M, HashSet<String>, Vec<Problem>) {
+    let mut loader = Loader {
+        source,
+        stack: Vec::new(),
+        used: HashSet::new(),
+        problems: Vec::new(),
+    };
+    let model = model.map(&mut loader);
+    (model, loader.used, loader.problems)
+}
+
+/// The acoustic filterbank buffer (loaded) and the two windows (verified to be the periodic
+/// Hann windows this implementation uses).
+fn load_buffers<B: Backend>(
+    mut model: Losatok<B>,
+    source: &TensorSource,
+    used: &mut HashSet<String>,
+    problems: &mut Vec<Problem>,
+) -> Losatok<B> {
+    let n_fft_ac = 1024;
+    let ac = &model.dasheng_tokenizer.encoder.front_end;
+    let fb_shape = ac.filterbank().dims().to_vec();
+    let istft_n = model.dasheng_tokenizer.decoder.head.out.weight.dims()[1] - 2;
+    for (key, n) in [(AC_WINDOW, n_fft_ac), (ISTFT_WINDOW, istft_n)] {
+        let Some(info) = source.info(key) else {
+            continue; // absent buffers are recomputed
+        };
+        used.insert(key.to_string());
+        match source.read_f32(key) {
+            Ok(w) if info.shape == [n] => {
+                let hann = losatok_dsp::hann_periodic(n);
+                let d = w
+                    .iter()
+                    .zip(&hann)
+                    .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                if d > 1e-6 {
+                    problems.push(Problem::Buffer {
+                        key: key.into(),
+                        message: format!("not a periodic Hann window (max |Δ| {d:.2e})"),
+                    });
+                }
+            }
+            Ok(_) => problems.push(Problem::Shape {
+                key: key.into(),
+                expected: vec![n],
+                found: info.shape,
+            }),
+            Err(message) => problems.push(Problem::Unreadable {
+                key: key.into(),
+                message,
+            }),
+        }
+    }
+    if let Some(info) = source.info(AC_FB) {
+        used.insert(AC_FB.to_string());
+        if info.shape != fb_shape {
+            problems.push(Problem::Shape {
+                key: AC_FB.into(),
+                expected: fb_shape,
+                found: info.shape,
+            });
+        } else {
+            match source.read_f32(AC_FB) {
+                Ok(v) => {
+                    let device = model.fc_a.weight.device();
+                    let fb = Tensor::from_data(TensorData::new(v, fb_shape), &device);
+                    model.dasheng_tokenizer.encoder.front_end = model
+                        .dasheng_tokenizer
+                        .encoder
+                        .front_end
+                        .with_filterbank(fb);
+                }
+                Err(message) => problems.push(Problem::Unreadable {
+                    key: AC_FB.into(),
+                    message,
+                }),
+            }
+        }
+    }
+    model
+}
+
+/// What a load found and did.
+#[derive(Clone, Debug, Default)]
+pub struct LoadReport {
+    /// Files read.
+    pub files: Vec<PathBuf>,
+    /// Number of tensors loaded.
+    pub tensors: usize,
+    /// Whether the semantic encoder has qkv biases (detected from the keys).
+    pub qkv_bias: bool,
+    /// Whether its blocks have layer scale (detected from the keys).
+    pub layer_scale: bool,
+    /// SemBo hidden width (read from the weights).
+    pub sembo_hidden_dim: usize,
+}
+
+const SEM: &str = "semantic_encoder.";
+
+/// Adjust the parts of `config` that the reference decides from the weights: qkv bias and layer
+/// scale of the semantic encoder (from the keys) and the SemBo hidden width (from the shapes).
+pub fn adapt_config(config: &LosatokConfig, source: &TensorSource) -> LosatokConfig {
+    let mut cfg = config.clone();
+    let b0 = "semantic_encoder.encoder.blocks.0.";
+    if source.contains(&format!("{b0}attn.qkv.weight")) {
+        cfg.audio_encoder.qkv_bias = source.contains(&format!("{b0}attn.qkv.bias"));
+        let ls = source.contains(&format!("{b0}ls1.gamma"));
+        cfg.audio_encoder.init_values = if ls {
+            Some(cfg.audio_encoder.init_values.unwrap_or(1e-5))
+        } else {
+            None
+        };
+    }
+    if let Some(info) = source.info("semantic_encoder.bottleneck.downsample.0.weight") {
+        if info.shape.len() == 2 {
+            cfg.sembo_hidden_dim = info.shape[0];
+        }
+    }
+    cfg
+}
+
+/// Describe, for an error message, how the checkpoint's sizes differ from the config's.
+fn size_hint(config: &LosatokConfig, source: &TensorSource) -> Option<String> {
+    let depth = (0..)
+        .take_while(|i| {
+            source.contains(&format!("semantic_encoder.encoder.blocks.{i}.norm1.weight"))
+        })
+        .count();
+    let vocos = (0..)
+        .take_while(|i| {
+            source.contains(&format!(
+                "dasheng_tokenizer.decoder.backbone.convnext.{i}.gamma"
+            ))
+        })
+        .count();
+    let width = source
+        .info("fc_a.weight")
+        .map(|i| i.shape)
+        .unwrap_or_default();
+    let mut hints = Vec::new();
+    if depth > 0 && depth != config.audio_encoder.depth {
+        hints.push(format!(
+            "{depth} semantic blocks (config: {})",
+            config.audio_encoder.depth
+        ));
+    }
+    if vocos > 0 && vocos != config.tokenizer.decoder_depth {
+        hints.push(format!(
+            "{vocos} Vocos blocks (config: {})",
+            config.tokenizer.decoder_depth
+        ));
+    }
+    if width.len() == 2
+        && (width[1] != config.tokenizer.embed_dim || width[0] != config.tokenizer.decoder_dim)
+    {
+        hints.push(format!(
+            "embed_dim {} / latent {} (config: {} / {})",
+            width[1], width[0], config.tokenizer.embed_dim, config.tokenizer.decoder_dim
+        ));
+    }
+    (!hints.is_empty()).then(|| {
+        format!(
+            "the checkpoint has {}; pass the config it was trained with (--config)",
+            hints.join(", ")
+        )
+    })
+}
+
+/// Open a LoSATok checkpoint (raw or `{"state_dict": …}`-wrapped `.pth`, or a safetensors export)
+/// and, if it lacks the semantic encoder, the `semantic_encoder.pth` named by the config.
+pub fn open_losatok_checkpoint(
+    path: &Path,
+    config: &LosatokConfig,
+) -> Result<TensorSource, CheckpointError> {
+    let mut source = TensorSource::open(path, "")?;
+    let has_vae = source.contains("fc_mu.weight")
+        || source.keys().any(|k| k.starts_with("dasheng_tokenizer."));
+    if !has_vae {
+        let looks_semantic = source.keys().any(|k| k.starts_with("bottleneck."))
+            || source.keys().any(|k| k.starts_with("encoder.blocks."));
+        let what = if looks_semantic {
+            "this is a semantic-encoder checkpoint (encoder.*, bottleneck.*)"
+        } else if source.keys().any(|k| k.starts_with("audio_encoder.")) {
+            "this is a MiDashengLM checkpoint (audio_encoder.*)"
+        } else {
+            "no LoSATok tensors (fc_mu.*, dasheng_tokenizer.*) found"
+        };
+        return Err(CheckpointError::WrongKind {
+            path: path.to_path_buf(),
+            message: format!(
+                "{what}; inference needs a LoSATok checkpoint such as losatok_kl1e-2.pth"
+            ),
+        });
+    }
+    if !source.keys().any(|k| k.starts_with(SEM)) {
+        match &config.semantic_encoder_path {
+            Some(p) if p.exists() => {
+                source.add(p, |k| Some(format!("{SEM}{k}")))?;
+            }
+            Some(p) => {
+                return Err(CheckpointError::WrongKind {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "it has no semantic_encoder.* tensors and the config's semantic_encoder_path {} does not exist",
+                        p.display()
+                    ),
+                })
+            }
+            None => {
+                return Err(CheckpointError::WrongKind {
+                    path: path.to_path_buf(),
+                    message: "it has no semantic_encoder.* tensors and the config names no semantic_encoder_path".into(),
+                })
+            }
+        }
+    }
+    Ok(source)
+}
+
+/// Build the model from `config` and load every tensor from `source` strictly. qkv bias, layer
+/// scale and the SemBo width are taken from the checkpoint ([`adapt_config`]).
+pub fn load_losatok<B: Backend>(
+    config: &LosatokConfig,
+    source: &TensorSource,
+    display_path: &Path,
+    device: &B::Device,
+) -> Result<(Losatok<B>, LosatokConfig, LoadReport), CheckpointError> {
+    let cfg = adapt_config(config, source);
+    let model = cfg.init::<B>(device);
+    let (model, mut used, mut problems) = load_module(model, source);
+    let model = load_buffers(model, source, &mut used, &mut problems);
+    for k in source.keys() {
+        if !used.contains(k) && !is_ignorable(k) {
+            problems.push(Problem::Unexpected(k.to_string()));
+        }
+    }
+    if !problems.is_empty() {
+        let mut summary = summarize(&problems);
+        if let Some(hint) = size_hint(&cfg, source) {
+            summary = format!("{hint} ({summary})");
+        }
+        return Err(CheckpointError::Mismatch {
+            path: display_path.to_path_buf(),
+            summary,
+            problems,
+        });
+    }
+    let report = LoadReport {
+        files: source
+            .files
+            .iter()
+            .map(|f| f.path().to_path_buf())
+            .collect(),
+        tensors: used.len(),
+        qkv_bias: cfg.audio_encoder.qkv_bias,
+        layer_scale: cfg.audio_encoder.init_values.is_some(),
+        sembo_hidden_dim: cfg.sembo_hidden_dim,
+    };
+    Ok((model, cfg, report))
+}
+
+/// Every parameter of a module with its PyTorch key, layout and shape (Burn layout): the export
+/// side of [`torch_key`].
+pub fn torch_names<B: Backend, M: Module<B>>(
+    module: &M,
+) -> Vec<(String, Layout, ParamId, Vec<usize>)> {
+    struct Names {
+        stack: Vec<(String, String)>,
+        out: Vec<(String, Layout, ParamId, Vec<usize>)>,
+    }
+    impl<B: Backend> ModuleVisitor<B> for Names {
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            self.stack
+                .push((name.to_string(), container_type.to_string()));
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.stack.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let path: Vec<&str> = self.stack.iter().map(|(n, _)| n.as_str()).collect();
+            let owner = self
+                .stack
+                .last()
+                .map(|(_, c)| c.trim_start_matches("Struct:"))
+                .unwrap_or("");
+            let (key, layout) = torch_key(&path, owner);
+            self.out.push((
+                key,
+                layout,
+                param.id,
+                param.lazy_shape().as_slice().to_vec(),
+            ));
+        }
+    }
+    let mut v = Names {
+        stack: Vec::new(),
+        out: Vec::new(),
+    };
+    module.visit(&mut v);
+    v.out
+}
