@@ -1,0 +1,159 @@
+//! `losatok`: reconstruct, encode and decode audio with LoSATok; train it; run the demo.
+//!
+//! Thin by design: parse the command line, pick the backend, call the library, print progress
+//! and one-line errors. Every failure exits non-zero with a single `error: …` line.
+
+mod batch;
+mod device;
+mod infer;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// LoSATok: a low-dimensional semantic-acoustic audio tokenizer (16 kHz audio ↔ 128-d latent at 25 Hz).
+#[derive(Parser, Debug)]
+#[command(name = "losatok", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Encode and decode audio: INPUT (file or folder) → reconstructed wav(s) at OUTPUT.
+    Reconstruct {
+        /// Audio file (wav, flac, ogg, mp3) or a folder of them.
+        input: PathBuf,
+        /// Output wav (or folder, mirroring INPUT's tree).
+        output: PathBuf,
+        /// Also write all nine features (safetensors) to this file (or folder).
+        #[arg(long, value_name = "PATH")]
+        save_features: Option<PathBuf>,
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        run: RunArgs,
+        /// Write 16-bit PCM instead of 32-bit float.
+        #[arg(long)]
+        pcm16: bool,
+    },
+    /// Encode audio: INPUT (file or folder) → feature file(s) with z, mu, logvar.
+    Encode {
+        /// Audio file or folder.
+        input: PathBuf,
+        /// Output .safetensors (or folder).
+        output: PathBuf,
+        /// Write all nine features, not only z, mu and logvar.
+        #[arg(long)]
+        all_features: bool,
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Decode latents: INPUT (.safetensors with `z`, or a folder) → wav(s).
+    Decode {
+        /// Feature/latent file or folder.
+        input: PathBuf,
+        /// Output wav (or folder).
+        output: PathBuf,
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        run: RunArgs,
+        /// Write 16-bit PCM instead of 32-bit float.
+        #[arg(long)]
+        pcm16: bool,
+    },
+}
+
+/// Which model to run, and where.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// LoSATok checkpoint (losatok_kl1e-2.pth, losatok_kl1e-3.pth, or an export).
+    #[arg(long, value_name = "PATH", env = "LOSATOK_CHECKPOINT")]
+    pub checkpoint: Option<PathBuf>,
+    /// Model config (YAML in the official layout). Default: the official config.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+/// How to run.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Sample z = mu + ε·σ instead of z = mu.
+    #[arg(long)]
+    pub sample: bool,
+    /// Seed of the sampling noise (with --sample).
+    #[arg(long, default_value_t = 0, requires = "sample")]
+    pub seed: u64,
+    /// Use only the first SECONDS of each input.
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
+    pub max_duration: Option<f64>,
+    /// Overwrite existing outputs (otherwise they are never replaced; in folder mode, files
+    /// already done are skipped).
+    #[arg(long)]
+    pub force: bool,
+    /// Full 10.08 s chunks encoded together (more: faster, more memory).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub chunks_per_step: usize,
+}
+
+fn main() -> ExitCode {
+    // One line, no backtrace: an internal failure is reported like any other error.
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        let msg = msg.split_whitespace().collect::<Vec<_>>().join(" ");
+        eprintln!("error: internal error: {msg} (please report this)");
+    }));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LOSATOK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
+                || e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            {
+                e.exit();
+            }
+            // clap's message up to its usage block, on one line, and where to look
+            let text = e.render().to_string();
+            let message: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty() && !l.starts_with("Usage:"))
+                .map(str::trim)
+                .collect();
+            eprintln!("{} (see losatok --help)", message.join(" "));
+            return ExitCode::from(2);
+        }
+    };
+    match std::panic::catch_unwind(|| infer::run(cli)) {
+        Ok(Ok(code)) => code,
+        Ok(Err(e)) => {
+            let msg = format!("{e:#}");
+            eprintln!(
+                "error: {}",
+                msg.split_whitespace().collect::<Vec<_>>().join(" ")
+            );
+            ExitCode::FAILURE
+        }
+        Err(_) => ExitCode::from(70),
+    }
+}

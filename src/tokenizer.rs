@@ -1,0 +1,562 @@
+//! [`Tokenizer`]: load once, then encode / decode / reconstruct tensors or files.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use burn::prelude::*;
+use losatok_audio::{Mono16kStream, WavFormat, WavSpec, WavWriter};
+use losatok_models::checkpoint::{load_losatok, open_losatok_checkpoint, LoadReport};
+use losatok_models::chunked::{
+    rows, ChunkedDecoder, ChunkedEncoder, DbScanner, SignalSummary, StreamError, MIN_SAMPLES,
+};
+use losatok_models::{Features, Losatok, LosatokConfig, Sampling};
+use sha2::{Digest, Sha256};
+
+use crate::error::Error;
+use crate::features_file::{FeatureFile, FeatureMetadata, FeatureWriter};
+
+/// The features `encode` writes unless all are asked for.
+pub const DEFAULT_FEATURES: [&str; 3] = ["z", "mu", "logvar"];
+
+/// Where a long-running file operation is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    /// 1: scanning the level (encoding inputs only), 2: processing.
+    pub pass: u8,
+    /// Passes this operation makes.
+    pub passes: u8,
+    /// 16 kHz samples (or latent frames for `decode`) done in this pass.
+    pub done: u64,
+    /// The total, when known in advance.
+    pub total: Option<u64>,
+}
+
+/// A progress callback.
+pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
+
+/// Options of the file operations.
+#[derive(Clone, Default)]
+pub struct FileOptions {
+    /// `z = mu` or a seeded sample.
+    pub sampling: Sampling,
+    /// Use only the first seconds of the input (`--max-duration`).
+    pub max_duration: Option<f64>,
+    /// Replace existing outputs.
+    pub overwrite: bool,
+    /// Output wav sample format.
+    pub wav_format: WavFormat,
+    /// `encode`: write all nine features instead of `z`, `mu`, `logvar`.
+    pub all_features: bool,
+    /// `reconstruct`: also write all nine features here.
+    pub save_features: Option<PathBuf>,
+    /// Called as the work advances.
+    pub progress: Option<ProgressFn>,
+}
+
+impl std::fmt::Debug for FileOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileOptions")
+            .field("sampling", &self.sampling)
+            .field("max_duration", &self.max_duration)
+            .field("overwrite", &self.overwrite)
+            .field("wav_format", &self.wav_format)
+            .field("all_features", &self.all_features)
+            .field("save_features", &self.save_features)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a file operation did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileSummary {
+    /// 16 kHz input samples used.
+    pub input_samples: u64,
+    /// Latent frames.
+    pub frames: u64,
+    /// Output samples written (0 for `encode`).
+    pub output_samples: u64,
+}
+
+/// A loaded LoSATok model ready to encode and decode.
+pub struct Tokenizer<B: Backend> {
+    model: Losatok<B>,
+    config: LosatokConfig,
+    checkpoint_sha256: String,
+    report: Option<LoadReport>,
+    chunks_per_step: usize,
+    decode_window: usize,
+}
+
+/// SHA-256 of files read in order (streamed; the checkpoint is never held in memory twice).
+fn sha256_of(paths: &[PathBuf]) -> Result<String, Error> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    for p in paths {
+        let mut f = std::fs::File::open(p).map_err(|e| Error::Read {
+            path: p.clone(),
+            message: e.to_string(),
+        })?;
+        loop {
+            let n = f.read(&mut buf).map_err(|e| Error::Read {
+                path: p.clone(),
+                message: e.to_string(),
+            })?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+impl<B: Backend> Tokenizer<B> {
+    /// Load a LoSATok checkpoint (`losatok_kl1e-*.pth`, raw or `{"state_dict": …}`, or a
+    /// safetensors export) built with `config`. If the checkpoint lacks the semantic encoder,
+    /// the config's `semantic_encoder_path` supplies it.
+    pub fn load(
+        checkpoint: &Path,
+        config: &LosatokConfig,
+        device: &B::Device,
+    ) -> Result<Self, Error> {
+        let source = open_losatok_checkpoint(checkpoint, config)?;
+        let (model, config, report) = load_losatok::<B>(config, &source, checkpoint, device)?;
+        let sha = sha256_of(&report.files)?;
+        tracing::info!(
+            tensors = report.tensors,
+            qkv_bias = report.qkv_bias,
+            layer_scale = report.layer_scale,
+            "loaded {}",
+            checkpoint.display()
+        );
+        Ok(Self {
+            checkpoint_sha256: sha,
+            report: Some(report),
+            ..Self::from_model(model, config)
+        })
+    }
+
+    /// Wrap a model built or trained in this process.
+    pub fn from_model(model: Losatok<B>, config: LosatokConfig) -> Self {
+        Self {
+            model,
+            config,
+            checkpoint_sha256: String::new(),
+            report: None,
+            chunks_per_step: 1,
+            decode_window: 250,
+        }
+    }
+
+    /// Full 252-token chunks (10.08 s) run through the encoder together in file operations
+    /// (default 1: least memory).
+    pub fn with_chunks_per_step(mut self, n: usize) -> Self {
+        self.chunks_per_step = n.max(1);
+        self
+    }
+
+    /// Latent frames decoded per window in file operations (default 250, i.e. 10 s).
+    pub fn with_decode_window(mut self, frames: usize) -> Self {
+        self.decode_window = frames.max(1);
+        self
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Losatok<B> {
+        &self.model
+    }
+
+    /// The configuration (with what the checkpoint decided: qkv bias, layer scale, SemBo width).
+    pub fn config(&self) -> &LosatokConfig {
+        &self.config
+    }
+
+    /// What loading found, if the model came from a checkpoint.
+    pub fn load_report(&self) -> Option<&LoadReport> {
+        self.report.as_ref()
+    }
+
+    /// SHA-256 of the checkpoint file(s) (empty for an in-process model).
+    pub fn checkpoint_sha256(&self) -> &str {
+        &self.checkpoint_sha256
+    }
+
+    /// Audio sample rate (16000).
+    pub fn sample_rate(&self) -> u32 {
+        self.config.sample_rate
+    }
+
+    /// Latent frame rate (25).
+    pub fn frame_rate(&self) -> u32 {
+        self.config.frame_rate
+    }
+
+    /// Latent size D (128).
+    pub fn latent_dim(&self) -> usize {
+        self.model.latent_dim()
+    }
+
+    /// The device the model lives on.
+    pub fn device(&self) -> B::Device {
+        self.model.fc_a.weight.device()
+    }
+
+    /// Encode a whole waveform `[B, N]` (16 kHz) at once: the nine features, each `[B, t, ·]`.
+    pub fn encode(&self, wav: Tensor<B, 2>, sampling: Sampling) -> Result<Features<B>, Error> {
+        let n = wav.dims()[1];
+        if n < MIN_SAMPLES {
+            return Err(Error::Signal {
+                path: None,
+                source: StreamError::TooShort {
+                    samples: n,
+                    min: MIN_SAMPLES,
+                },
+            });
+        }
+        let finite: bool = wav.clone().is_finite().all().into_scalar().to_bool();
+        if !finite {
+            return Err(Error::InvalidInput(
+                "the waveform contains NaN or infinite samples".into(),
+            ));
+        }
+        Ok(self.model.encode(wav, sampling))
+    }
+
+    /// Decode a whole latent `[B, t, D]` to `[B, 640·t]`.
+    pub fn decode(&self, z: Tensor<B, 3>) -> Result<Tensor<B, 2>, Error> {
+        let [_, t, d] = z.dims();
+        if d != self.latent_dim() || t == 0 {
+            return Err(Error::InvalidInput(format!(
+                "the latent is [_, {t}, {d}]; this model decodes [_, t ≥ 1, {}]",
+                self.latent_dim()
+            )));
+        }
+        Ok(self.model.decode(z))
+    }
+
+    /// Encode then decode a whole waveform: `(audio [B, 640·t], features)`.
+    pub fn reconstruct(
+        &self,
+        wav: Tensor<B, 2>,
+        sampling: Sampling,
+    ) -> Result<(Tensor<B, 2>, Features<B>), Error> {
+        let f = self.encode(wav, sampling)?;
+        Ok((self.model.decode(f.z.clone()), f))
+    }
+
+    /// Encode a signal given as a repeatable stream of 16 kHz blocks, in bounded memory:
+    /// `open` is called twice (level scan, then encoding); `on_features` receives consecutive
+    /// feature chunks `[1, t_k, ·]`. Returns the signal's length in samples.
+    pub fn encode_stream<I, O, F>(
+        &self,
+        mut open: O,
+        sampling: Sampling,
+        mut on_features: F,
+    ) -> Result<SignalSummary, Error>
+    where
+        I: Iterator<Item = Result<Vec<f32>, Error>>,
+        O: FnMut(u8) -> Result<I, Error>,
+        F: FnMut(Features<B>) -> Result<(), Error>,
+    {
+        let signal = |source| Error::Signal { path: None, source };
+        let mut scan = DbScanner::new(&self.model).map_err(signal)?;
+        for block in open(1)? {
+            scan.push(&block?);
+        }
+        let summary = scan.finish().map_err(signal)?;
+        let mut enc = ChunkedEncoder::new(&self.model, summary, sampling, self.chunks_per_step)
+            .map_err(signal)?;
+        let mut seen = 0usize;
+        for block in open(2)? {
+            let block = block?;
+            seen += block.len();
+            for f in enc.push(&block) {
+                on_features(f)?;
+            }
+        }
+        if seen != summary.samples {
+            return Err(Error::InvalidInput(format!(
+                "the input changed between passes ({} then {seen} samples)",
+                summary.samples
+            )));
+        }
+        for f in enc.finish().map_err(signal)? {
+            on_features(f)?;
+        }
+        Ok(summary)
+    }
+
+    /// A file's 16 kHz blocks, cut at `max_samples`, for [`Self::encode_stream`].
+    fn file_blocks(
+        path: &Path,
+        max_samples: Option<u64>,
+        pass: u8,
+        progress: Option<ProgressFn>,
+    ) -> Result<impl Iterator<Item = Result<Vec<f32>, Error>>, Error> {
+        let stream = Mono16kStream::open(path)?;
+        let total = stream
+            .info()
+            .frames
+            .map(|f| losatok_audio::resampled_len(f, stream.sample_rate(), 16_000) as u64)
+            .map(|t| max_samples.map_or(t, |m| t.min(m)));
+        let mut done = 0u64;
+        let mut stream = Some(stream);
+        Ok(std::iter::from_fn(move || {
+            let s = stream.as_mut()?;
+            if max_samples.is_some_and(|m| done >= m) {
+                stream = None;
+                return None;
+            }
+            match s.next_block() {
+                Ok(Some(mut block)) => {
+                    if let Some(m) = max_samples {
+                        block.truncate((m - done).min(block.len() as u64) as usize);
+                    }
+                    done += block.len() as u64;
+                    if let Some(p) = &progress {
+                        p(Progress {
+                            pass,
+                            passes: 2,
+                            done,
+                            total,
+                        });
+                    }
+                    Some(Ok(block))
+                }
+                Ok(None) => {
+                    stream = None;
+                    None
+                }
+                Err(e) => {
+                    stream = None;
+                    Some(Err(e.into()))
+                }
+            }
+        }))
+    }
+
+    fn max_samples(opts: &FileOptions) -> Result<Option<u64>, Error> {
+        match opts.max_duration {
+            None => Ok(None),
+            Some(d) if d.is_finite() && d > 0.0 => Ok(Some((d * 16_000.0) as u64)),
+            Some(d) => Err(Error::InvalidInput(format!(
+                "--max-duration must be a positive number of seconds, got {d}"
+            ))),
+        }
+    }
+
+    fn metadata(&self, summary: SignalSummary, sampling: Sampling) -> FeatureMetadata {
+        FeatureMetadata {
+            sample_rate: self.sample_rate(),
+            frame_rate: self.frame_rate(),
+            num_samples: summary.samples as u64,
+            sampling: match sampling {
+                Sampling::Mean => "mean".into(),
+                Sampling::Seeded(s) => format!("seeded:{s}"),
+            },
+            checkpoint_sha256: self.checkpoint_sha256.clone(),
+            extra: Default::default(),
+        }
+    }
+
+    fn feature_dims(&self, names: &[&'static str]) -> Vec<(&'static str, usize)> {
+        let e = self.config.tokenizer.embed_dim;
+        let d = self.latent_dim();
+        names
+            .iter()
+            .map(|&n| (n, if n.ends_with("_emb") { e } else { d }))
+            .collect()
+    }
+
+    fn append_features(
+        writer: &mut FeatureWriter,
+        names: &[&str],
+        f: &Features<B>,
+    ) -> Result<(), Error> {
+        for (name, t) in f.named() {
+            if names.contains(&name) {
+                writer.append(name, &rows(t))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn signal_err(path: &Path) -> impl Fn(Error) -> Error + '_ {
+        move |e| match e {
+            Error::Signal { path: None, source } => Error::Signal {
+                path: Some(path.to_path_buf()),
+                source,
+            },
+            other => other,
+        }
+    }
+
+    /// `losatok encode`: an audio file → a feature file (`z`, `mu`, `logvar`, or all nine).
+    pub fn encode_file(
+        &self,
+        input: &Path,
+        output: &Path,
+        opts: &FileOptions,
+    ) -> Result<FileSummary, Error> {
+        let max = Self::max_samples(opts)?;
+        let names: Vec<&'static str> = if opts.all_features {
+            Features::<B>::NAMES.to_vec()
+        } else {
+            DEFAULT_FEATURES.to_vec()
+        };
+        let placeholder = SignalSummary {
+            samples: 0,
+            max_db: 0.0,
+        };
+        let mut writer = FeatureWriter::create(
+            output,
+            &self.feature_dims(&names),
+            self.metadata(placeholder, opts.sampling),
+            opts.overwrite,
+        )?;
+        let mut frames = 0u64;
+        let summary = self
+            .encode_stream(
+                |pass| Self::file_blocks(input, max, pass, opts.progress.clone()),
+                opts.sampling,
+                |f| {
+                    frames += f.num_frames() as u64;
+                    Self::append_features(&mut writer, &names, &f)
+                },
+            )
+            .map_err(Self::signal_err(input))?;
+        writer.set_num_samples(summary.samples as u64);
+        writer.finish()?;
+        Ok(FileSummary {
+            input_samples: summary.samples as u64,
+            frames,
+            output_samples: 0,
+        })
+    }
+
+    fn wav_writer(&self, output: &Path, opts: &FileOptions) -> Result<WavWriter, Error> {
+        if !opts.overwrite && output.exists() {
+            return Err(Error::OutputExists(output.to_path_buf()));
+        }
+        let spec = WavSpec::mono(self.sample_rate(), opts.wav_format);
+        Ok(if opts.overwrite {
+            WavWriter::create(output, spec)?
+        } else {
+            WavWriter::create_no_overwrite(output, spec)?
+        })
+    }
+
+    /// `losatok reconstruct`: an audio file → its reconstruction (and optionally all features).
+    pub fn reconstruct_file(
+        &self,
+        input: &Path,
+        output: &Path,
+        opts: &FileOptions,
+    ) -> Result<FileSummary, Error> {
+        let max = Self::max_samples(opts)?;
+        let mut wav = self.wav_writer(output, opts)?;
+        let names = Features::<B>::NAMES;
+        let mut features = match &opts.save_features {
+            Some(p) => Some(FeatureWriter::create(
+                p,
+                &self.feature_dims(&names),
+                self.metadata(
+                    SignalSummary {
+                        samples: 0,
+                        max_db: 0.0,
+                    },
+                    opts.sampling,
+                ),
+                opts.overwrite,
+            )?),
+            None => None,
+        };
+        let mut dec = ChunkedDecoder::new(&self.model, self.decode_window);
+        let mut frames = 0u64;
+        let summary = self
+            .encode_stream(
+                |pass| Self::file_blocks(input, max, pass, opts.progress.clone()),
+                opts.sampling,
+                |f| {
+                    frames += f.num_frames() as u64;
+                    if let Some(w) = features.as_mut() {
+                        Self::append_features(w, &names, &f)?;
+                    }
+                    wav.write(&dec.push(&rows(&f.z)))?;
+                    Ok(())
+                },
+            )
+            .map_err(Self::signal_err(input))?;
+        wav.write(&dec.finish())?;
+        let output_samples = wav.frames_written();
+        if let Some(mut w) = features {
+            w.set_num_samples(summary.samples as u64);
+            w.finish()?;
+        }
+        wav.finish()?;
+        Ok(FileSummary {
+            input_samples: summary.samples as u64,
+            frames,
+            output_samples,
+        })
+    }
+
+    /// `losatok decode`: a feature/latent file's `z` → a wav file.
+    pub fn decode_file(
+        &self,
+        input: &Path,
+        output: &Path,
+        opts: &FileOptions,
+    ) -> Result<FileSummary, Error> {
+        let file = FeatureFile::open(input)?;
+        let (t, d) = file.frames_and_dim("z")?;
+        if d != self.latent_dim() {
+            return Err(Error::BadLatent {
+                path: input.to_path_buf(),
+                message: format!(
+                    "z has dimension {d}; this model's latent has {}",
+                    self.latent_dim()
+                ),
+            });
+        }
+        if t == 0 {
+            return Err(Error::BadLatent {
+                path: input.to_path_buf(),
+                message: "z has no frames".into(),
+            });
+        }
+        let mut wav = self.wav_writer(output, opts)?;
+        let mut dec = ChunkedDecoder::new(&self.model, self.decode_window);
+        let step = self.decode_window;
+        let mut start = 0;
+        while start < t {
+            let n = step.min(t - start);
+            let z = file.rows("z", start, n)?;
+            if z.iter().any(|v| !v.is_finite()) {
+                return Err(Error::BadLatent {
+                    path: input.to_path_buf(),
+                    message: "z contains NaN or infinite values".into(),
+                });
+            }
+            wav.write(&dec.push(&z))?;
+            start += n;
+            if let Some(p) = &opts.progress {
+                p(Progress {
+                    pass: 1,
+                    passes: 1,
+                    done: start as u64,
+                    total: Some(t as u64),
+                });
+            }
+        }
+        wav.write(&dec.finish())?;
+        let output_samples = wav.frames_written();
+        wav.finish()?;
+        Ok(FileSummary {
+            input_samples: 0,
+            frames: t as u64,
+            output_samples,
+        })
+    }
+}
