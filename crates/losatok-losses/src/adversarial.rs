@@ -16,7 +16,8 @@ use burn::prelude::*;
 use burn::tensor::activation::relu;
 
 /// Form of the discriminator objective.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum DLoss {
     /// `mean relu(1 − D(x)) + mean relu(1 + D(x̂))` (the paper; X-Codec `HingeDLoss`, Vocos).
     #[default]
@@ -26,7 +27,8 @@ pub enum DLoss {
 }
 
 /// Form of the generator's adversarial objective.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum GLoss {
     /// `mean relu(1 − D(x̂))` (the paper; X-Codec `HingeGLoss`, Vocos).
     #[default]
@@ -38,7 +40,8 @@ pub enum GLoss {
 }
 
 /// How per-sub-discriminator terms are combined.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Reduction {
     /// `(1/K) Σ_k` (Vocos, X-Codec v1; recommended).
     #[default]
@@ -48,7 +51,8 @@ pub enum Reduction {
 }
 
 /// How feature-matching terms `mean|f_{k,l}(x̂) − sg(f_{k,l}(x))|` are combined.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum FmReduction {
     /// `(1/K) Σ_k Σ_l` (Vocos; recommended).
     #[default]
@@ -60,7 +64,8 @@ pub enum FmReduction {
 }
 
 /// The GAN loss forms and reductions of a training run.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct GanLossConfig {
     /// Discriminator objective.
     pub d_loss: DLoss,

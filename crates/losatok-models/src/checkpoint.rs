@@ -297,7 +297,7 @@ impl SourceFile {
                 message: "is a directory".into(),
             });
         }
-        let mut magic = [0u8; 8];
+        let mut magic = [0u8; 9];
         {
             use std::io::Read;
             let mut f = File::open(path).map_err(|e| CheckpointError::Io {
@@ -308,7 +308,7 @@ impl SourceFile {
                 path: path.to_path_buf(),
                 message: e.to_string(),
             })?;
-            if n < 8 {
+            if n < 9 {
                 return Err(CheckpointError::Format {
                     path: path.to_path_buf(),
                     message: format!("file is only {n} bytes long"),
@@ -319,8 +319,10 @@ impl SourceFile {
             path: path.to_path_buf(),
             message,
         };
-        if &magic[..2] == b"PK" || magic[0] == 0x80 {
-            // zip (torch ≥ 1.6) or legacy pickle
+        // safetensors: an 8-byte header length, then the JSON header; zip (torch ≥ 1.6): "PK";
+        // legacy torch pickle: protocol opcode 0x80
+        let safetensors = magic[8] == b'{';
+        if !safetensors && (&magic[..2] == b"PK" || magic[0] == 0x80) {
             let reader = std::panic::catch_unwind(|| PytorchReader::new(path))
                 .map_err(|_| format_err("the reader crashed on this file".into()))?
                 .map_err(|e| format_err(one_line(&e.to_string())))?;
@@ -721,8 +723,13 @@ const SEM: &str = "semantic_encoder.";
 /// Adjust the parts of `config` that the reference decides from the weights: qkv bias and layer
 /// scale of the semantic encoder (from the keys) and the SemBo hidden width (from the shapes).
 pub fn adapt_config(config: &LosatokConfig, source: &TensorSource) -> LosatokConfig {
+    adapt_config_at(config, source, SEM)
+}
+
+/// [`adapt_config`] for a source whose semantic-encoder keys start with `prefix`.
+fn adapt_config_at(config: &LosatokConfig, source: &TensorSource, prefix: &str) -> LosatokConfig {
     let mut cfg = config.clone();
-    let b0 = "semantic_encoder.encoder.blocks.0.";
+    let b0 = format!("{prefix}encoder.blocks.0.");
     if source.contains(&format!("{b0}attn.qkv.weight")) {
         cfg.audio_encoder.qkv_bias = source.contains(&format!("{b0}attn.qkv.bias"));
         let ls = source.contains(&format!("{b0}ls1.gamma"));
@@ -732,7 +739,7 @@ pub fn adapt_config(config: &LosatokConfig, source: &TensorSource) -> LosatokCon
             None
         };
     }
-    if let Some(info) = source.info("semantic_encoder.bottleneck.downsample.0.weight") {
+    if let Some(info) = source.info(&format!("{prefix}bottleneck.downsample.0.weight")) {
         if info.shape.len() == 2 {
             cfg.sembo_hidden_dim = info.shape[0];
         }
@@ -919,4 +926,320 @@ pub fn torch_names<B: Backend, M: Module<B>>(
     };
     module.visit(&mut v);
     v.out
+}
+
+/// Open MiDashengLM's own weights: a folder with `model.safetensors.index.json` (or a single
+/// `model.safetensors`), or the index file itself. Only the shards holding `audio_encoder.*` are
+/// opened (memory-mapped: the 7B language model is never read), and those keys are renamed to
+/// `encoder.*`, the names of `semantic_encoder.pth` (see [`load_semantic_encoder`]).
+pub fn open_midashenglm(path: &Path) -> Result<TensorSource, CheckpointError> {
+    let (dir, index) = if path.is_dir() {
+        (
+            path.to_path_buf(),
+            path.join("model.safetensors.index.json"),
+        )
+    } else {
+        (
+            path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+            path.to_path_buf(),
+        )
+    };
+    let rename = |k: &str| {
+        k.strip_prefix("audio_encoder.")
+            .map(|rest| format!("encoder.{rest}"))
+    };
+    let mut source = TensorSource::new();
+    if index.extension().is_some_and(|e| e == "json") && index.exists() {
+        let text = std::fs::read_to_string(&index).map_err(|e| CheckpointError::Io {
+            path: index.clone(),
+            message: e.to_string(),
+        })?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| CheckpointError::Format {
+                path: index.clone(),
+                message: format!("not a safetensors index ({e})"),
+            })?;
+        let map = json["weight_map"]
+            .as_object()
+            .ok_or_else(|| CheckpointError::Format {
+                path: index.clone(),
+                message: "no weight_map".into(),
+            })?;
+        let mut shards: Vec<&str> = map
+            .iter()
+            .filter(|(k, _)| k.starts_with("audio_encoder."))
+            .filter_map(|(_, v)| v.as_str())
+            .collect();
+        shards.sort();
+        shards.dedup();
+        for shard in shards {
+            source.add(&dir.join(shard), rename)?;
+        }
+    } else {
+        let file = if path.is_dir() {
+            dir.join("model.safetensors")
+        } else {
+            path.to_path_buf()
+        };
+        source.add(&file, rename)?;
+    }
+    if source.keys().next().is_none() {
+        return Err(CheckpointError::WrongKind {
+            path: path.to_path_buf(),
+            message: "no audio_encoder.* tensors (is this MiDashengLM?)".into(),
+        });
+    }
+    Ok(source)
+}
+
+/// Open the semantic encoder of any checkpoint that has one, with the key names of
+/// `semantic_encoder.pth` (`encoder.*`, `bottleneck.*`): a `semantic_encoder.pth` itself, a
+/// LoSATok checkpoint or export (its `semantic_encoder.*` part), or MiDashengLM's safetensors
+/// (a folder or `*.index.json`; encoder only).
+pub fn open_semantic_source(path: &Path) -> Result<TensorSource, CheckpointError> {
+    if path.is_dir() || path.extension().is_some_and(|e| e == "json") {
+        return open_midashenglm(path);
+    }
+    let mut source = TensorSource::open(path, "")?;
+    if source.keys().any(|k| k.starts_with(SEM)) {
+        source = TensorSource::new();
+        source.add(path, |k| k.strip_prefix(SEM).map(String::from))?;
+    } else if source.keys().any(|k| k.starts_with("audio_encoder.")) {
+        return open_midashenglm(path);
+    }
+    if !source.contains("encoder.patch_embed.proj.weight") {
+        return Err(CheckpointError::WrongKind {
+            path: path.to_path_buf(),
+            message: "no MiDashengLM audio encoder (encoder.patch_embed.proj.weight) found".into(),
+        });
+    }
+    Ok(source)
+}
+
+/// Load the frozen semantic encoder strictly from a source with `semantic_encoder.pth` names
+/// (see [`open_semantic_source`]). With `with_bottleneck` false, SemBo is not read and keeps
+/// fresh weights (stage 1 trains it); otherwise it must be present. qkv bias, layer scale and
+/// (with the bottleneck) the SemBo width follow the checkpoint.
+pub fn load_semantic_encoder<B: Backend>(
+    config: &LosatokConfig,
+    source: &TensorSource,
+    with_bottleneck: bool,
+    display_path: &Path,
+    device: &B::Device,
+) -> Result<(crate::losatok::SemanticEncoder<B>, LosatokConfig), CheckpointError> {
+    let cfg = adapt_config_at(config, source, "");
+    let sem = crate::losatok::SemanticEncoder {
+        encoder: cfg.audio_encoder.init::<B>(device),
+        bottleneck: crate::sembo::SemBo::new(
+            cfg.tokenizer.embed_dim,
+            cfg.sembo_hidden_dim,
+            cfg.tokenizer.decoder_dim,
+            device,
+        ),
+    };
+    let (sem, used, problems) = load_module(sem, source);
+    let mut problems: Vec<Problem> = problems
+        .into_iter()
+        .filter(|p| {
+            with_bottleneck || !matches!(p, Problem::Missing(k) if k.starts_with("bottleneck."))
+        })
+        .collect();
+    for k in source.keys() {
+        let skipped = !with_bottleneck && k.starts_with("bottleneck.");
+        if !used.contains(k) && !skipped && !is_ignorable(k) && !k.starts_with("encoder.front_end.")
+        {
+            problems.push(Problem::Unexpected(k.to_string()));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(CheckpointError::Mismatch {
+            path: display_path.to_path_buf(),
+            summary: summarize(&problems),
+            problems,
+        });
+    }
+    Ok((sem, cfg))
+}
+
+/// A tensor written after a module's parameters (a buffer of the reference state dict).
+struct ExtraTensor {
+    name: String,
+    dtype: &'static str,
+    shape: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+fn f32_tensor(name: &str, shape: Vec<usize>, values: Vec<f32>) -> ExtraTensor {
+    ExtraTensor {
+        name: name.to_string(),
+        dtype: "F32",
+        shape,
+        bytes: values.into_iter().flat_map(|x| x.to_le_bytes()).collect(),
+    }
+}
+
+fn batches_tracked(name: &str) -> ExtraTensor {
+    ExtraTensor {
+        name: name.to_string(),
+        dtype: "I64",
+        shape: Vec::new(),
+        bytes: 0i64.to_le_bytes().to_vec(),
+    }
+}
+
+/// Write `model` as a safetensors file in the reference's `AudioVAE.state_dict()` layout: every
+/// parameter under its PyTorch name and layout (Linear weights back to `[out, in]`), plus the
+/// buffers the reference keeps (the acoustic STFT window and mel filterbank, the ISTFT window,
+/// and `init_bn.num_batches_tracked`), so that
+/// `AudioVAE.load_state_dict(safetensors.torch.load_file(path), strict=True)` accepts it.
+/// Streamed tensor by tensor and written atomically (temporary file, then rename).
+pub fn export_safetensors<B: Backend>(
+    model: &Losatok<B>,
+    path: &Path,
+    metadata: &BTreeMap<String, String>,
+) -> Result<(), CheckpointError> {
+    let fb = model.dasheng_tokenizer.encoder.front_end.filterbank();
+    let fb_shape = fb.dims().to_vec();
+    let fb = fb
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .expect("float data");
+    let n_istft = model.dasheng_tokenizer.decoder.head.out.weight.dims()[1] - 2;
+    let n_ac = model.dasheng_tokenizer.encoder.front_end.n_fft();
+    let extra = vec![
+        f32_tensor(AC_WINDOW, vec![n_ac], losatok_dsp::hann_periodic(n_ac)),
+        f32_tensor(AC_FB, fb_shape, fb),
+        f32_tensor(
+            ISTFT_WINDOW,
+            vec![n_istft],
+            losatok_dsp::hann_periodic(n_istft),
+        ),
+        batches_tracked("semantic_encoder.encoder.init_bn.num_batches_tracked"),
+    ];
+    write_module_safetensors(model, extra, path, metadata)
+}
+
+/// Write a semantic encoder (MiDashengLM encoder and SemBo) in the layout of
+/// `semantic_encoder.pth`'s state dict (`encoder.*`, `bottleneck.*`, with
+/// `encoder.init_bn.num_batches_tracked`): the output of stage 1, which stage 2 and inference
+/// load (`torch.save({"state_dict": safetensors.torch.load_file(path)}, "semantic_encoder.pth")`
+/// makes the reference's file of it).
+pub fn export_semantic_safetensors<B: Backend>(
+    semantic: &crate::losatok::SemanticEncoder<B>,
+    path: &Path,
+    metadata: &BTreeMap<String, String>,
+) -> Result<(), CheckpointError> {
+    let extra = vec![batches_tracked("encoder.init_bn.num_batches_tracked")];
+    write_module_safetensors(semantic, extra, path, metadata)
+}
+
+/// The safetensors writer behind the exports: a module's parameters by [`torch_names`] (in
+/// visiting order, one tensor in memory at a time), then `extra`.
+fn write_module_safetensors<B: Backend, M: Module<B>>(
+    module: &M,
+    extra: Vec<ExtraTensor>,
+    path: &Path,
+    metadata: &BTreeMap<String, String>,
+) -> Result<(), CheckpointError> {
+    use std::io::Write;
+    let io = |e: std::io::Error| CheckpointError::Io {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let params = torch_names(module);
+    let mut entries: Vec<(String, &str, Vec<usize>)> = params
+        .iter()
+        .map(|(k, layout, _, shape)| {
+            let shape = match layout {
+                Layout::Same => shape.clone(),
+                Layout::Transposed => shape.iter().rev().copied().collect(),
+            };
+            (k.clone(), "F32", shape)
+        })
+        .collect();
+    entries.extend(
+        extra
+            .iter()
+            .map(|e| (e.name.clone(), e.dtype, e.shape.clone())),
+    );
+    let mut header = serde_json::Map::new();
+    if !metadata.is_empty() {
+        header.insert("__metadata__".into(), serde_json::json!(metadata));
+    }
+    let mut offset = 0usize;
+    for (name, dtype, shape) in &entries {
+        let bytes = shape.iter().product::<usize>() * if *dtype == "I64" { 8 } else { 4 };
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + bytes]}),
+        );
+        offset += bytes;
+    }
+    let mut text = serde_json::to_string(&header).expect("json");
+    while !text.len().is_multiple_of(8) {
+        text.push(' ');
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".losatok-export-");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    let tmp = builder.tempfile_in(&dir).map_err(io)?;
+    {
+        let mut w = std::io::BufWriter::new(tmp.as_file());
+        w.write_all(&(text.len() as u64).to_le_bytes())
+            .map_err(io)?;
+        w.write_all(text.as_bytes()).map_err(io)?;
+        struct Writer<'a, W: Write> {
+            w: &'a mut W,
+            layouts: std::collections::VecDeque<Layout>,
+            err: Option<std::io::Error>,
+        }
+        impl<B: Backend, W: Write> ModuleVisitor<B> for Writer<'_, W> {
+            fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<B, D>>) {
+                let layout = self.layouts.pop_front().expect("same parameters");
+                if self.err.is_some() {
+                    return;
+                }
+                let t = p.val();
+                let dims = t.dims();
+                let v = t
+                    .into_data()
+                    .convert::<f32>()
+                    .into_vec::<f32>()
+                    .expect("float data");
+                let v = match layout {
+                    Layout::Same => v,
+                    Layout::Transposed => transpose(&v, dims[0], dims[1]),
+                };
+                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                if let Err(e) = self.w.write_all(&bytes) {
+                    self.err = Some(e);
+                }
+            }
+        }
+        let mut writer = Writer {
+            w: &mut w,
+            layouts: params.iter().map(|(_, l, _, _)| *l).collect(),
+            err: None,
+        };
+        module.visit(&mut writer);
+        if let Some(e) = writer.err {
+            return Err(io(e));
+        }
+        for e in &extra {
+            w.write_all(&e.bytes).map_err(io)?;
+        }
+        w.flush().map_err(io)?;
+    }
+    tmp.as_file().sync_all().map_err(io)?;
+    tmp.persist(path).map_err(|e| io(e.error))?;
+    Ok(())
 }
