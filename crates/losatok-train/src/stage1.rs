@@ -1,0 +1,165 @@
+//! Stage 1: SemBo on the frozen MiDashengLM audio encoder.
+//!
+//! `L_SemBo = λ_recon·L_recon + L_tr` (see `losatok_losses::sembo`): the compressor `C` maps the
+//! frozen 1280-d features to 128-d, the restorer `R` maps them back; `L_recon` compares the
+//! restored frames with the originals and `L_tr` the frame-to-frame cosine structure of the
+//! low-dimensional features with that of the originals. Only `C` and `R` train.
+
+use std::path::Path;
+
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::{AdamW, GradientsAccumulator, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use losatok_losses::sembo_loss;
+use losatok_models::dasheng::DashengEncoder;
+use losatok_models::sembo::SemBo;
+
+use crate::clip::{clip_grad_norm, grad_norm};
+use crate::collective::{all_reduce_gradients, Collective, BUCKET_BYTES};
+use crate::config::Stage1Config;
+use crate::error::TrainError;
+use crate::faults::{all_finite, FaultGuard};
+use crate::schedule::WarmupCosine;
+use crate::state;
+
+/// What one stage-1 step did (values averaged over ranks).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Stage1Stats {
+    /// `λ_recon·L_recon + L_tr`.
+    pub loss: f64,
+    /// `L_recon`.
+    pub recon: f64,
+    /// `L_tr`.
+    pub tr: f64,
+    /// Gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Learning rate of the step.
+    pub lr: f64,
+    /// The step had a non-finite loss or gradient and was skipped.
+    pub skipped: bool,
+}
+
+/// The stage-1 trainer: the frozen encoder, SemBo and its optimiser.
+pub struct SemboTrainer<B: AutodiffBackend> {
+    /// The frozen encoder, on the inner (non-autodiff) backend.
+    pub encoder: DashengEncoder<B::InnerBackend>,
+    /// The trainable compressor and restorer.
+    pub sembo: SemBo<B>,
+    opt: OptimizerAdaptor<AdamW, SemBo<B>, B>,
+    schedule: WarmupCosine,
+    lambda_recon: f64,
+    grad_clip: Option<f64>,
+    accum: usize,
+    /// Optimiser steps done.
+    pub step: u64,
+    /// Non-finite step accounting.
+    pub faults: FaultGuard,
+}
+
+impl<B: AutodiffBackend> SemboTrainer<B> {
+    /// A trainer for `cfg` with the given encoder and (fresh or loaded) SemBo.
+    pub fn new(
+        encoder: DashengEncoder<B::InnerBackend>,
+        sembo: SemBo<B>,
+        cfg: &Stage1Config,
+    ) -> Self {
+        Self {
+            encoder,
+            sembo,
+            opt: cfg.optim.adamw().init(),
+            schedule: cfg.optim.schedule(cfg.run.steps),
+            lambda_recon: cfg.lambda_recon,
+            grad_clip: cfg.optim.grad_clip,
+            accum: cfg.run.grad_accum.max(1),
+            step: 0,
+            faults: FaultGuard::new(cfg.run.max_bad_steps),
+        }
+    }
+
+    /// One optimiser step on this rank's batch `[rows, samples]` (row-major), split into
+    /// `grad_accum` micro-batches; gradients are averaged over micro-batches and ranks.
+    pub fn train_step<C: Collective<B::InnerBackend>>(
+        &mut self,
+        audio: &[f32],
+        rows: usize,
+        samples: usize,
+        collective: &mut C,
+    ) -> Result<Stage1Stats, TrainError> {
+        let device = self.sembo.downsample.fc1.weight.device();
+        let micro = rows / self.accum;
+        let mut acc = GradientsAccumulator::<SemBo<B>>::new();
+        let mut sums = [0f64; 3];
+        for m in 0..self.accum {
+            let chunk = audio[m * micro * samples..(m + 1) * micro * samples].to_vec();
+            let x = Tensor::<B::InnerBackend, 2>::from_data(
+                TensorData::new(chunk, [micro, samples]),
+                &device,
+            );
+            let z_h = Tensor::<B, 3>::from_inner(self.encoder.forward(x));
+            let z_l = self.sembo.compress(z_h.clone());
+            let zh_hat = self.sembo.restore(z_l.clone());
+            let l = sembo_loss(z_h, zh_hat, z_l, self.lambda_recon);
+            for (s, t) in sums.iter_mut().zip([&l.total, &l.recon, &l.tr]) {
+                *s += t.clone().into_scalar().elem::<f64>() / self.accum as f64;
+            }
+            let grads = l.total.div_scalar(self.accum as f64).backward();
+            acc.accumulate(&self.sembo, GradientsParams::from_grads(grads, &self.sembo));
+        }
+        let mut grads = acc.grads();
+        all_reduce_gradients(&self.sembo, &mut grads, collective, BUCKET_BYTES);
+        let norm = match self.grad_clip {
+            Some(c) => clip_grad_norm(&self.sembo, &mut grads, c),
+            None => grad_norm(&self.sembo, &grads),
+        };
+        // every rank decides the same: losses averaged, any rank's fault counts
+        let world = collective.world_size() as f64;
+        let mut agreed = [
+            sums[0],
+            sums[1],
+            sums[2],
+            (!all_finite(&[sums[0], norm])) as u8 as f64,
+        ];
+        collective.all_reduce_sum_host(&mut agreed);
+        let ok = agreed[3] == 0.0;
+        let lr = self.schedule.lr(self.step);
+        self.faults
+            .record(self.step, ok, "SemBo loss or gradient")?;
+        if ok {
+            self.sembo = self.opt.step(lr, self.sembo.clone(), grads);
+        }
+        self.step += 1;
+        Ok(Stage1Stats {
+            loss: agreed[0] / world,
+            recon: agreed[1] / world,
+            tr: agreed[2] / world,
+            grad_norm: norm,
+            lr,
+            skipped: !ok,
+        })
+    }
+
+    /// Write SemBo, the optimiser state and the step into a checkpoint folder.
+    pub fn save(&self, dir: &Path) -> Result<(), TrainError> {
+        state::save_module(&self.sembo, dir, "sembo")?;
+        state::save_optimizer::<B, SemBo<B>, _>(&self.opt, dir, "opt")?;
+        state::write_json(
+            &dir.join("trainer.json"),
+            &serde_json::json!({"stage": 1, "step": self.step, "faults": self.faults}),
+        )
+    }
+
+    /// Restore from a checkpoint folder written by [`Self::save`].
+    pub fn load(mut self, dir: &Path) -> Result<Self, TrainError> {
+        let device = self.sembo.downsample.fc1.weight.device();
+        self.sembo = state::load_module(self.sembo, dir, "sembo", &device)?;
+        self.opt = state::load_optimizer::<B, SemBo<B>, _>(self.opt, dir, "opt", &device)?;
+        let meta: serde_json::Value = state::read_json(&dir.join("trainer.json"))?;
+        self.step = meta["step"].as_u64().ok_or_else(|| TrainError::State {
+            path: dir.to_path_buf(),
+            message: "trainer.json has no step".into(),
+        })?;
+        self.faults = serde_json::from_value(meta["faults"].clone()).unwrap_or_default();
+        Ok(self)
+    }
+}
