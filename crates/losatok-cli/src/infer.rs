@@ -95,6 +95,34 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             job(Op::Decode, input, output, None, &run, pcm16, false)?,
             model,
         ),
+        Command::Demo {
+            out,
+            quick,
+            seed,
+            force,
+            device,
+        } => return crate::train::demo(out, quick, seed, force, &device),
+        Command::TrainSembo {
+            config,
+            run_dir,
+            resume,
+            device,
+        } => return crate::train::train(1, config, run_dir, resume, &device),
+        Command::Train {
+            config,
+            run_dir,
+            resume,
+            device,
+        } => return crate::train::train(2, config, run_dir, resume, &device),
+        Command::Manifest { roots, out, force } => {
+            return crate::train::manifest(roots, out, force)
+        }
+        Command::Export {
+            run_dir,
+            output,
+            checkpoint,
+            force,
+        } => return crate::train::export(run_dir, output, checkpoint, force),
     };
     match DeviceChoice::parse(&model.device)? {
         DeviceChoice::Cpu => run_on::<losatok::Cpu>(&job, &model, Default::default()),

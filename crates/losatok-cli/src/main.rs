@@ -6,6 +6,7 @@
 mod batch;
 mod device;
 mod infer;
+mod train;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -53,6 +54,77 @@ pub enum Command {
         model: ModelArgs,
         #[command(flatten)]
         run: RunArgs,
+    },
+    /// Train a tiny LoSATok on synthetic audio on the CPU (nothing to download) and show the result.
+    Demo {
+        /// Output folder.
+        #[arg(long, default_value = "losatok-demo")]
+        out: PathBuf,
+        /// Fewer steps (about half a minute).
+        #[arg(long)]
+        quick: bool,
+        /// Seed of the data, the initialisation and the noise.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Replace an existing output folder.
+        #[arg(long)]
+        force: bool,
+        /// cpu, cuda or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+    /// Stage 1: train SemBo on the frozen MiDashengLM encoder (config: see configs/).
+    TrainSembo {
+        /// Stage-1 training config (YAML).
+        config: PathBuf,
+        /// Run folder (checkpoints, metrics, samples, export).
+        #[arg(long)]
+        run_dir: PathBuf,
+        /// Continue from the run folder's latest checkpoint.
+        #[arg(long)]
+        resume: bool,
+        /// cpu, cuda or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+    /// Stage 2: train the LoSATok generator and discriminator (config: see configs/).
+    Train {
+        /// Stage-2 training config (YAML).
+        config: PathBuf,
+        /// Run folder.
+        #[arg(long)]
+        run_dir: PathBuf,
+        /// Continue from the run folder's latest checkpoint.
+        #[arg(long)]
+        resume: bool,
+        /// cpu, cuda or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+    /// Build a training manifest (JSONL) from folders of audio: DIR or DOMAIN=DIR, repeated.
+    Manifest {
+        /// Folders, optionally with a domain: speech=/data/libritts music=/data/fma /data/misc
+        #[arg(required = true)]
+        roots: Vec<String>,
+        /// Output manifest.
+        #[arg(long)]
+        out: PathBuf,
+        /// Overwrite an existing manifest.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Export a stage-2 run in the official key layout (safetensors), for inference and PyTorch.
+    Export {
+        /// The stage-2 run folder.
+        run_dir: PathBuf,
+        /// Output .safetensors.
+        output: PathBuf,
+        /// A specific checkpoint folder (default: the latest).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// Overwrite an existing output.
+        #[arg(long)]
+        force: bool,
     },
     /// Decode latents: INPUT (.safetensors with `z`, or a folder) → wav(s).
     Decode {
