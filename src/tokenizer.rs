@@ -247,7 +247,8 @@ impl<B: Backend> Tokenizer<B> {
 
     /// Encode a signal given as a repeatable stream of 16 kHz blocks, in bounded memory:
     /// `open` is called twice (level scan, then encoding); `on_features` receives consecutive
-    /// feature chunks `[1, t_k, ·]`. Returns the signal's length in samples.
+    /// feature chunks `[1, t_k, ·]`. Returns the signal's length in samples. Models at other
+    /// frame rates than 25 Hz are encoded whole (one pass; memory grows with the length).
     pub fn encode_stream<I, O, F>(
         &self,
         mut open: O,
@@ -260,6 +261,24 @@ impl<B: Backend> Tokenizer<B> {
         F: FnMut(Features<B>) -> Result<(), Error>,
     {
         let signal = |source| Error::Signal { path: None, source };
+        if DbScanner::new(&self.model).is_err() {
+            // Models whose branches run at different token rates (e.g. 50 Hz, whose semantic
+            // features are interpolated across the 252-token windows) are encoded whole: the
+            // exact result, with memory that grows with the length.
+            let mut samples = Vec::new();
+            for block in open(2)? {
+                samples.extend(block?);
+            }
+            let n = samples.len();
+            let device = self.device();
+            let x = Tensor::from_data(TensorData::new(samples, [1, n]), &device);
+            let f = self.encode(x, sampling)?;
+            on_features(f)?;
+            return Ok(SignalSummary {
+                samples: n,
+                max_db: f32::NAN,
+            });
+        }
         let mut scan = DbScanner::new(&self.model).map_err(signal)?;
         for block in open(1)? {
             scan.push(&block?);

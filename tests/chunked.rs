@@ -200,3 +200,38 @@ fn too_short_signals_are_an_error_not_a_panic() {
     assert_eq!(parts.len(), 1);
     assert_eq!(parts[0].num_frames(), 1); // ⌊(⌊513/160⌋ + 1)/4⌋
 }
+
+#[test]
+fn fifty_hz_models_are_encoded_whole_by_the_file_api() {
+    // a 50 Hz model (acoustic patches of 2 frames, semantic features interpolated ×2)
+    let mut cfg = LosatokConfig::tiny();
+    cfg.frame_rate = 50;
+    cfg.tokenizer.patch_stride_time = 2;
+    cfg.tokenizer.upsample_tokens = 1;
+    cfg.validate().unwrap();
+    let dev = Default::default();
+    let model = cfg.init::<Cpu>(&dev);
+    let tok = losatok::Tokenizer::from_model(model, cfg);
+    let tmp = tempfile::tempdir().unwrap();
+    let wav = tmp.path().join("in.wav");
+    let x: Vec<f32> = signal()[..40_000].to_vec();
+    losatok::audio::write_wav(&wav, &x, 16_000, losatok::WavFormat::Float32).unwrap();
+    let out = tmp.path().join("out.wav");
+    let s = tok
+        .reconstruct_file(&wav, &out, &Default::default())
+        .unwrap();
+    // T = 251 frames: 125 acoustic tokens at 50 Hz, 62 semantic ones interpolated to 124;
+    // both are cropped to the shorter (as the reference does) → 124·320 samples
+    assert_eq!(s.frames, 124);
+    assert_eq!(s.output_samples, 124 * 320);
+    let whole = tok
+        .reconstruct(
+            Tensor::from_data(TensorData::new(x.clone(), [1, x.len()]), &dev),
+            Sampling::Mean,
+        )
+        .unwrap()
+        .0;
+    let written = losatok::audio::decode(&out).unwrap().samples;
+    let want: Vec<f32> = to_vec(whole).iter().map(|v| v.clamp(-1.0, 1.0)).collect();
+    assert_eq!(written, want);
+}
