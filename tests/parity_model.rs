@@ -314,3 +314,106 @@ fn remap_table_gives_exactly_the_official_key_list() {
     // model-spec §7.3 counts BN running stats as buffers: 803,612,546 + 2·64
     assert_eq!(params, 803_612_546 + 128);
 }
+
+/// Write a safetensors file of float32 tensors.
+fn write_f32_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) {
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((k, shape, _), b)| {
+            (
+                k.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), b)
+                    .unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(views, &None, path).unwrap();
+}
+
+#[test]
+fn midashenglm_sharded_safetensors_load_without_the_language_model() {
+    use losatok_models::checkpoint::{load_semantic_encoder, open_semantic_source};
+    // MiDashengLM's layout: audio_encoder.* next to the language model's tensors, in shards
+    // listed by model.safetensors.index.json
+    let sem = TensorSource::open(model_dir().join("semantic_encoder_tiny.pth"), "").unwrap();
+    let encoder: Vec<(String, Vec<usize>, Vec<f32>)> = sem
+        .keys()
+        .filter(|k| k.starts_with("encoder.") && !k.ends_with("num_batches_tracked"))
+        .map(|k| {
+            let name = format!("audio_encoder.{}", &k["encoder.".len()..]);
+            (name, sem.info(k).unwrap().shape, sem.read_f32(k).unwrap())
+        })
+        .collect();
+    let (first, second) = encoder.split_at(encoder.len() / 2);
+    let lm = |name: &str| (name.to_string(), vec![4, 4], vec![0.5f32; 16]);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut shard1 = first.to_vec();
+    shard1.push(lm("model.layers.0.mlp.weight"));
+    let mut shard2 = second.to_vec();
+    shard2.push(lm("model.embed_tokens.weight"));
+    write_f32_safetensors(
+        &tmp.path().join("model-00001-of-00003.safetensors"),
+        &shard1,
+    );
+    write_f32_safetensors(
+        &tmp.path().join("model-00002-of-00003.safetensors"),
+        &shard2,
+    );
+    // a shard with language-model tensors only: never opened (it is not even valid)
+    std::fs::write(
+        tmp.path().join("model-00003-of-00003.safetensors"),
+        b"not read",
+    )
+    .unwrap();
+    let mut map = serde_json::Map::new();
+    for (k, ..) in first {
+        map.insert(k.clone(), "model-00001-of-00003.safetensors".into());
+    }
+    for (k, ..) in second {
+        map.insert(k.clone(), "model-00002-of-00003.safetensors".into());
+    }
+    map.insert(
+        "model.layers.0.mlp.weight".into(),
+        "model-00001-of-00003.safetensors".into(),
+    );
+    map.insert(
+        "model.embed_tokens.weight".into(),
+        "model-00002-of-00003.safetensors".into(),
+    );
+    map.insert(
+        "lm_head.weight".into(),
+        "model-00003-of-00003.safetensors".into(),
+    );
+    std::fs::write(
+        tmp.path().join("model.safetensors.index.json"),
+        serde_json::to_string(&serde_json::json!({"metadata": {}, "weight_map": map})).unwrap(),
+    )
+    .unwrap();
+
+    let src = open_semantic_source(tmp.path()).unwrap();
+    assert_eq!(
+        src.num_files(),
+        2,
+        "only the shards with audio_encoder.* are opened"
+    );
+    assert!(src.keys().all(|k| k.starts_with("encoder.")));
+    let (enc, _) =
+        load_semantic_encoder::<Cpu>(&tiny_config(), &src, false, tmp.path(), &Default::default())
+            .expect("encoder loads strictly from the shards");
+    let f = io();
+    let x = f.tensor::<Cpu, 2>("a.input", &Default::default());
+    check(&f, "a.semantic_emb", enc.encoder.forward(x), TOL_EMB);
+    // and without the bottleneck the encoder alone is a complete load; with it, SemBo is missing
+    let e =
+        load_semantic_encoder::<Cpu>(&tiny_config(), &src, true, tmp.path(), &Default::default())
+            .unwrap_err();
+    assert!(
+        e.to_string().contains("bottleneck.downsample.0.weight"),
+        "{e}"
+    );
+}

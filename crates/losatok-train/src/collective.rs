@@ -128,3 +128,186 @@ pub fn all_reduce_gradients<B, M, C>(
         reduced: reduced.into_iter().collect(),
     });
 }
+
+/// N ranks in one process (one thread each) on the CPU: the same collective interface as the
+/// multi-GPU implementation, for tests and CPU data parallelism. Reductions run on the host in
+/// rank order, so every rank receives bit-identical results.
+pub struct InProcess {
+    rank: usize,
+    world: usize,
+    shared: std::sync::Arc<Shared>,
+}
+
+struct Shared {
+    world: usize,
+    round: std::sync::Mutex<Round>,
+    turn: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct Round {
+    /// A rank was dropped (its thread ended, e.g. by a panic): waiting ranks must not hang.
+    broken: Option<usize>,
+    generation: u64,
+    slots: Vec<Option<Vec<f64>>>,
+    result: Option<std::sync::Arc<Vec<f64>>>,
+    taken: usize,
+}
+
+impl InProcess {
+    /// The ranks of a group of `world` ranks, to be moved to one thread each.
+    pub fn group(world: usize) -> Vec<InProcess> {
+        assert!(world > 0, "a group needs at least one rank");
+        let shared = std::sync::Arc::new(Shared {
+            world,
+            round: std::sync::Mutex::new(Round {
+                slots: vec![None; world],
+                ..Round::default()
+            }),
+            turn: std::sync::Condvar::new(),
+        });
+        (0..world)
+            .map(|rank| InProcess {
+                rank,
+                world,
+                shared: shared.clone(),
+            })
+            .collect()
+    }
+
+    /// Element-wise sum over ranks, in rank order.
+    ///
+    /// # Panics
+    /// If another rank of the group has been dropped (so the collective can never complete):
+    /// a clear failure instead of a hang.
+    fn sum(&self, values: Vec<f64>) -> std::sync::Arc<Vec<f64>> {
+        let s = &self.shared;
+        let check = |round: &Round| {
+            if let Some(r) = round.broken {
+                panic!(
+                    "rank {r} left the in-process group; rank {} cannot continue",
+                    self.rank
+                );
+            }
+        };
+        let mut round = s.round.lock().unwrap_or_else(|e| e.into_inner());
+        // wait until the previous round has been fully taken
+        while round.result.is_some() {
+            check(&round);
+            round = s.turn.wait(round).unwrap_or_else(|e| e.into_inner());
+        }
+        let generation = round.generation;
+        round.slots[self.rank] = Some(values);
+        if round.slots.iter().all(Option::is_some) {
+            let mut slots = std::mem::replace(&mut round.slots, vec![None; s.world]).into_iter();
+            let mut acc = slots.next().flatten().expect("rank 0 contributed");
+            for other in slots.flatten() {
+                assert_eq!(other.len(), acc.len(), "ranks reduced different sizes");
+                for (a, b) in acc.iter_mut().zip(other) {
+                    *a += b;
+                }
+            }
+            round.result = Some(std::sync::Arc::new(acc));
+            s.turn.notify_all();
+        } else {
+            while !(round.generation == generation && round.result.is_some()) {
+                check(&round);
+                round = s.turn.wait(round).unwrap_or_else(|e| e.into_inner());
+            }
+        }
+        let result = round.result.clone().expect("result present");
+        round.taken += 1;
+        if round.taken == s.world {
+            round.taken = 0;
+            round.result = None;
+            round.generation += 1;
+            s.turn.notify_all();
+        }
+        result
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        let mut round = self.shared.round.lock().unwrap_or_else(|e| e.into_inner());
+        round.broken.get_or_insert(self.rank);
+        self.shared.turn.notify_all();
+    }
+}
+
+impl<B: Backend> Collective<B> for InProcess {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+    fn world_size(&self) -> usize {
+        self.world
+    }
+    fn all_reduce_mean(&mut self, t: Tensor<B, 1>) -> Tensor<B, 1> {
+        let device = t.device();
+        let values: Vec<f64> = t
+            .into_data()
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .expect("float gradients")
+            .into_iter()
+            .map(f64::from)
+            .collect();
+        let n = values.len();
+        let sum = self.sum(values);
+        let mean: Vec<f32> = sum.iter().map(|v| (v / self.world as f64) as f32).collect();
+        Tensor::from_data(TensorData::new(mean, [n]), &device)
+    }
+    fn all_reduce_sum_host(&mut self, values: &mut [f64]) {
+        let sum = self.sum(values.to_vec());
+        values.copy_from_slice(&sum);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+
+    #[test]
+    fn in_process_ranks_agree_on_means_and_sums_over_many_rounds() {
+        let handles: Vec<_> = InProcess::group(3)
+            .into_iter()
+            .map(|mut c| {
+                std::thread::spawn(move || {
+                    let dev = Default::default();
+                    let r = <InProcess as Collective<Flex>>::rank(&c) as f32;
+                    let mut out = Vec::new();
+                    for round in 0..50 {
+                        let t = Tensor::<Flex, 1>::from_data([r + round as f32, 2.0 * r], &dev);
+                        let m = c.all_reduce_mean(t).into_data().to_vec::<f32>().unwrap();
+                        let mut h = [r as f64, 1.0];
+                        <InProcess as Collective<Flex>>::all_reduce_sum_host(&mut c, &mut h);
+                        out.push((m, h));
+                    }
+                    out
+                })
+            })
+            .collect();
+        let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        for (round, (m, h)) in results[0].iter().enumerate() {
+            assert_eq!(m, &vec![1.0 + round as f32, 2.0]);
+            assert_eq!(h, &[3.0, 3.0]);
+        }
+        assert!(results.iter().all(|r| r == &results[0]), "ranks disagree");
+    }
+
+    #[test]
+    fn a_rank_that_dies_fails_its_peers_instead_of_hanging_them() {
+        let mut group = InProcess::group(2);
+        let lost = group.pop().unwrap();
+        let mut alive = group.pop().unwrap();
+        drop(lost); // e.g. its thread panicked
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut v = [1.0];
+            <InProcess as Collective<Flex>>::all_reduce_sum_host(&mut alive, &mut v);
+        }));
+        let msg = r.unwrap_err();
+        let msg = msg.downcast_ref::<String>().unwrap();
+        assert!(msg.contains("rank 1 left"), "{msg}");
+    }
+}
