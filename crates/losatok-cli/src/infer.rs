@@ -123,6 +123,17 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             checkpoint,
             force,
         } => return crate::train::export(run_dir, output, checkpoint, force),
+        Command::Analyze {
+            input,
+            select,
+            model,
+        } => return crate::analysis::analyze(input, select, model),
+        Command::Eval {
+            references,
+            recon,
+            select,
+            model,
+        } => return crate::analysis::eval(references, recon, select, model),
     };
     match DeviceChoice::parse(&model.device)? {
         DeviceChoice::Cpu => run_on::<losatok::Cpu>(&job, &model, Default::default()),

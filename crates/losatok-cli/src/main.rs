@@ -3,6 +3,7 @@
 //! Thin by design: parse the command line, pick the backend, call the library, print progress
 //! and one-line errors. Every failure exits non-zero with a single `error: …` line.
 
+mod analysis;
 mod batch;
 mod device;
 mod infer;
@@ -140,6 +141,31 @@ pub enum Command {
         #[arg(long)]
         pcm16: bool,
     },
+    /// Feature statistics per domain: effective rank, PCA-90, explained-variance curves (paper
+    /// Appendix B.1), with the channel-merge and PCA-128 baselines.
+    Analyze {
+        /// Folder of audio (first-level subfolders are domains), manifest (.jsonl/.tsv) or file.
+        input: PathBuf,
+        #[command(flatten)]
+        select: analysis::SelectArgs,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// Reconstruction metrics against references: Mel-16k, STFT-16k, SI-SDR, real-time factor.
+    Eval {
+        /// Reference audio file or folder.
+        references: PathBuf,
+        /// Pre-computed reconstructions: a folder mirroring REFERENCES by relative path (a .wav
+        /// in place of the original extension is found too), or a file when REFERENCES is one.
+        /// Without it, the model reconstructs each reference into OUT/recon/ and the real-time
+        /// factor is measured.
+        #[arg(long, value_name = "PATH")]
+        recon: Option<PathBuf>,
+        #[command(flatten)]
+        select: analysis::SelectArgs,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
 }
 
 /// Which model to run, and where.
@@ -178,7 +204,10 @@ pub struct RunArgs {
 }
 
 fn main() -> ExitCode {
-    // One line, no backtrace: an internal failure is reported like any other error.
+    // One line, no backtrace: an internal failure is reported like any other error. The hook
+    // only records the message; `main` prints it if the panic reaches it, so a panic that the
+    // library catches and turns into an error (e.g. in a third-party checkpoint reader) does
+    // not add a second line.
     std::panic::set_hook(Box::new(|info| {
         let msg = info
             .payload()
@@ -186,13 +215,13 @@ fn main() -> ExitCode {
             .map(|s| s.to_string())
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown panic".into());
-        let msg = msg.split_whitespace().collect::<Vec<_>>().join(" ");
-        eprintln!("error: internal error: {msg} (please report this)");
+        *LAST_PANIC.lock().unwrap_or_else(|e| e.into_inner()) = Some(one_line(&msg));
     }));
     let filter = tracing_subscriber::EnvFilter::try_from_env("LOSATOK_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
 
@@ -219,13 +248,43 @@ fn main() -> ExitCode {
     match std::panic::catch_unwind(|| infer::run(cli)) {
         Ok(Ok(code)) => code,
         Ok(Err(e)) => {
-            let msg = format!("{e:#}");
-            eprintln!(
-                "error: {}",
-                msg.split_whitespace().collect::<Vec<_>>().join(" ")
-            );
+            eprintln!("error: {}", error_line(&e));
             ExitCode::FAILURE
         }
-        Err(_) => ExitCode::from(70),
+        Err(_) => {
+            let msg = LAST_PANIC
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+                .unwrap_or_else(|| "unknown panic".into());
+            eprintln!("error: internal error: {msg} (please report this)");
+            ExitCode::from(70)
+        }
     }
+}
+
+/// The message of the latest panic (see the hook in `main`).
+static LAST_PANIC: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Whitespace (newlines included) collapsed to single spaces.
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// An error and its causes on one line. Most library errors already print their cause
+/// (`cannot read x.wav: No such file or directory`), so a cause whose text is already in the
+/// line is not repeated.
+fn error_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = one_line(&cause.to_string());
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
