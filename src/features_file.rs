@@ -90,7 +90,17 @@ pub struct FeatureWriter {
 fn write_err(path: &Path, e: std::io::Error) -> Error {
     Error::Write {
         path: path.to_path_buf(),
-        message: e.to_string(),
+        message: without_temp_path(e).to_string(),
+    }
+}
+
+/// An I/O error without the temporary file's path that `tempfile` adds to its messages
+/// ("… at path \"/out/.x.wav.Ab12Cd.tmp\""): the message names the destination instead.
+fn without_temp_path(e: std::io::Error) -> std::io::Error {
+    let text = e.to_string();
+    match text.find(" at path \"") {
+        Some(i) if e.get_ref().is_some() => std::io::Error::new(e.kind(), &text[..i]),
+        _ => e,
     }
 }
 
@@ -114,7 +124,13 @@ impl FeatureWriter {
         if !overwrite && dest.exists() {
             return Err(Error::OutputExists(dest.to_path_buf()));
         }
-        let dir = dest_dir(dest);
+        // the spools sit next to the destination, or in the temporary folder when the
+        // destination is a device (whose folder, e.g. /dev, is no place for them)
+        let dir = if is_special_file(dest) {
+            std::env::temp_dir()
+        } else {
+            dest_dir(dest)
+        };
         let mut spools = Vec::with_capacity(tensors.len());
         for &(name, dim) in tensors {
             let file = tempfile::Builder::new()
@@ -201,6 +217,15 @@ impl FeatureWriter {
         while !text.len().is_multiple_of(8) {
             text.push(' ');
         }
+        if self.overwrite && is_special_file(dest) {
+            // a device or FIFO is written in place, never replaced by a file
+            let mut out = std::fs::OpenOptions::new()
+                .write(true)
+                .open(dest)
+                .map_err(|e| write_err(dest, e))?;
+            return write_assembled(&mut out, &text, self.spools, dest)
+                .and_then(|()| out.flush().map_err(|e| write_err(dest, e)));
+        }
         let mut builder = tempfile::Builder::new();
         builder.prefix(".losatok-").suffix(".partial");
         #[cfg(unix)]
@@ -212,26 +237,40 @@ impl FeatureWriter {
         let out = builder
             .tempfile_in(dest_dir(dest))
             .map_err(|e| write_err(dest, e))?;
-        {
-            let mut w = BufWriter::new(out.as_file());
-            w.write_all(&(text.len() as u64).to_le_bytes())
-                .and_then(|_| w.write_all(text.as_bytes()))
-                .map_err(|e| write_err(dest, e))?;
-            for s in self.spools {
-                let mut f = s
-                    .file
-                    .into_inner()
-                    .map_err(|e| write_err(dest, e.into_error()))?;
-                f.as_file_mut()
-                    .seek(SeekFrom::Start(0))
-                    .map_err(|e| write_err(dest, e))?;
-                std::io::copy(&mut f.as_file_mut(), &mut w).map_err(|e| write_err(dest, e))?;
-            }
-            w.flush().map_err(|e| write_err(dest, e))?;
-        }
+        write_assembled(&mut out.as_file(), &text, self.spools, dest)?;
         out.as_file().sync_all().map_err(|e| write_err(dest, e))?;
         persist(out, dest, self.overwrite)
     }
+}
+
+/// Whether `path` exists and is neither a regular file nor a folder (a device, a FIFO): such
+/// an output is written in place, never replaced.
+fn is_special_file(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir())
+}
+
+/// The header length, the header and every spool's data, in order.
+fn write_assembled(
+    out: &mut impl Write,
+    header: &str,
+    spools: Vec<Spool>,
+    dest: &Path,
+) -> Result<(), Error> {
+    let mut w = BufWriter::new(out);
+    w.write_all(&(header.len() as u64).to_le_bytes())
+        .and_then(|_| w.write_all(header.as_bytes()))
+        .map_err(|e| write_err(dest, e))?;
+    for s in spools {
+        let mut f = s
+            .file
+            .into_inner()
+            .map_err(|e| write_err(dest, e.into_error()))?;
+        f.as_file_mut()
+            .seek(SeekFrom::Start(0))
+            .map_err(|e| write_err(dest, e))?;
+        std::io::copy(&mut f.as_file_mut(), &mut w).map_err(|e| write_err(dest, e))?;
+    }
+    w.flush().map_err(|e| write_err(dest, e))
 }
 
 /// Move a finished temporary file into place (refusing to replace an existing file unless
@@ -373,10 +412,10 @@ impl FeatureFile {
     /// Frames `[start, start + len)` of a `[1, T, D]` tensor, row-major.
     pub fn rows(&self, name: &str, start: usize, len: usize) -> Result<Vec<f32>, Error> {
         let (t, d) = self.frames_and_dim(name)?;
-        if start + len > t {
+        if start.checked_add(len).is_none_or(|end| end > t) {
             return Err(Error::InvalidInput(format!(
                 "frames {start}..{} beyond the {t} of {name}",
-                start + len
+                start.saturating_add(len)
             )));
         }
         let entry = &self.tensors[name];

@@ -392,10 +392,18 @@ impl<B: Backend> Tokenizer<B> {
         writer: &mut FeatureWriter,
         names: &[&str],
         f: &Features<B>,
+        input: &Path,
     ) -> Result<(), Error> {
         for (name, t) in f.named() {
             if names.contains(&name) {
-                writer.append(name, &rows(t))?;
+                let values = rows(t);
+                if values.iter().any(|v| !v.is_finite()) {
+                    return Err(Error::BadLatent {
+                        path: input.to_path_buf(),
+                        message: format!("encoding gave NaN or infinite values in {name}"),
+                    });
+                }
+                writer.append(name, &values)?;
             }
         }
         Ok(())
@@ -441,7 +449,7 @@ impl<B: Backend> Tokenizer<B> {
                 opts.sampling,
                 |f| {
                     frames += f.num_frames() as u64;
-                    Self::append_features(&mut writer, &names, &f)
+                    Self::append_features(&mut writer, &names, &f, input)
                 },
             )
             .map_err(Self::signal_err(input))?;
@@ -500,14 +508,14 @@ impl<B: Backend> Tokenizer<B> {
                 |f| {
                     frames += f.num_frames() as u64;
                     if let Some(w) = features.as_mut() {
-                        Self::append_features(w, &names, &f)?;
+                        Self::append_features(w, &names, &f, input)?;
                     }
-                    wav.write(&dec.push(&rows(&f.z)))?;
+                    wav.write(finite_audio(&dec.push(&rows(&f.z)), input)?)?;
                     Ok(())
                 },
             )
             .map_err(Self::signal_err(input))?;
-        wav.write(&dec.finish())?;
+        wav.write(finite_audio(&dec.finish(), input)?)?;
         let output_samples = wav.frames_written();
         if let Some(mut w) = features {
             w.set_num_samples(summary.samples as u64);
@@ -558,7 +566,7 @@ impl<B: Backend> Tokenizer<B> {
                     message: "z contains NaN or infinite values".into(),
                 });
             }
-            wav.write(&dec.push(&z))?;
+            wav.write(finite_audio(&dec.push(&z), input)?)?;
             start += n;
             if let Some(p) = &opts.progress {
                 p(Progress {
@@ -569,7 +577,7 @@ impl<B: Backend> Tokenizer<B> {
                 });
             }
         }
-        wav.write(&dec.finish())?;
+        wav.write(finite_audio(&dec.finish(), input)?)?;
         let output_samples = wav.frames_written();
         wav.finish()?;
         Ok(FileSummary {
@@ -577,5 +585,19 @@ impl<B: Backend> Tokenizer<B> {
             frames: t as u64,
             output_samples,
         })
+    }
+}
+
+/// Decoded audio, checked: NaN or infinite samples (a latent far outside the range the model
+/// was trained on, or damaged weights) are an error naming the input, not a broken wav.
+fn finite_audio<'a>(samples: &'a [f32], input: &Path) -> Result<&'a [f32], Error> {
+    match samples.iter().position(|x| !x.is_finite()) {
+        None => Ok(samples),
+        Some(_) => Err(Error::BadLatent {
+            path: input.to_path_buf(),
+            message: "decoding gave NaN or infinite audio (latent values far outside the \
+                      model's range, or damaged weights)"
+                .into(),
+        }),
     }
 }

@@ -166,6 +166,7 @@ impl AudioError {
     /// Maps an `io::Error` met while writing `path`.
     pub(crate) fn from_write(path: &Path, err: io::Error) -> Self {
         let path = path.to_path_buf();
+        let err = without_temp_path(err);
         match err.kind() {
             io::ErrorKind::PermissionDenied => AudioError::PermissionDenied { path },
             io::ErrorKind::IsADirectory => AudioError::IsDirectory { path },
@@ -196,6 +197,16 @@ impl AudioError {
             path: path.to_path_buf(),
             reason: one_line(reason.into()),
         }
+    }
+}
+
+/// An I/O error without the temporary file's path that `tempfile` adds to its messages
+/// ("… at path \"/out/.x.wav.Ab12Cd.tmp\""): the message names the destination instead.
+fn without_temp_path(e: std::io::Error) -> std::io::Error {
+    let text = e.to_string();
+    match text.find(" at path \"") {
+        Some(i) if e.get_ref().is_some() => std::io::Error::new(e.kind(), &text[..i]),
+        _ => e,
     }
 }
 

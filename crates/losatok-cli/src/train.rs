@@ -59,7 +59,15 @@ macro_rules! on_device {
 
 /// `losatok demo`.
 pub fn demo(out: PathBuf, quick: bool, seed: u64, force: bool, device: &str) -> Result<ExitCode> {
-    if out.exists() && std::fs::read_dir(&out)?.next().is_some() {
+    if out.exists() && !out.is_dir() {
+        bail!("--out {} exists and is not a folder", out.display());
+    }
+    let not_empty = out.exists()
+        && std::fs::read_dir(&out)
+            .with_context(|| format!("cannot read {}", out.display()))?
+            .next()
+            .is_some();
+    if not_empty {
         if !force {
             bail!(
                 "{} exists and is not empty (use --force to replace it, or --out)",

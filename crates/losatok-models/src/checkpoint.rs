@@ -42,6 +42,14 @@ pub enum CheckpointError {
         /// What went wrong.
         message: String,
     },
+    /// An export cannot be written (the path is not writable, the disk is full).
+    #[error("cannot write {path}: {message}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
     /// The bytes are not a readable checkpoint (corrupt zip, bad pickle, bad header).
     #[error("checkpoint {path} is not a valid PyTorch or safetensors file: {message}")]
     Format {
@@ -101,6 +109,11 @@ pub enum Problem {
         /// What differs.
         message: String,
     },
+    /// The tensor holds NaN or infinite values (a damaged or diverged checkpoint).
+    NonFinite {
+        /// PyTorch key.
+        key: String,
+    },
     /// The tensor data could not be read.
     Unreadable {
         /// PyTorch key.
@@ -129,6 +142,7 @@ pub fn summarize(problems: &[Problem]) -> String {
             Problem::Buffer { key, message } => {
                 ("unsupported buffer", format!("{key} ({message})"))
             }
+            Problem::NonFinite { key } => ("with NaN or infinite values", key.clone()),
             Problem::Unreadable { key, message } => ("unreadable", format!("{key} ({message})")),
         };
         groups.entry(kind).or_default().push(text);
@@ -254,6 +268,8 @@ enum SourceFile {
     Pytorch {
         path: PathBuf,
         tensors: HashMap<String, TensorSnapshot>,
+        /// Size of the file: no tensor can hold more bytes.
+        len: u64,
     },
     Safetensors {
         path: PathBuf,
@@ -323,12 +339,18 @@ impl SourceFile {
         // legacy torch pickle: protocol opcode 0x80
         let safetensors = magic[8] == b'{';
         if !safetensors && (&magic[..2] == b"PK" || magic[0] == 0x80) {
+            if &magic[..2] == b"PK" {
+                verify_zip(path).map_err(format_err)?;
+            } else {
+                verify_legacy_pickles(path).map_err(format_err)?;
+            }
             let reader = std::panic::catch_unwind(|| PytorchReader::new(path))
                 .map_err(|_| format_err("the reader crashed on this file".into()))?
                 .map_err(|e| format_err(one_line(&e.to_string())))?;
             Ok(SourceFile::Pytorch {
                 path: path.to_path_buf(),
                 tensors: reader.into_tensors(),
+                len: meta.len(),
             })
         } else {
             let file = File::open(path).map_err(|e| CheckpointError::Io {
@@ -394,9 +416,26 @@ impl SourceFile {
     /// Values as f32 (float dtypes converted), row-major in the stored layout.
     fn read_f32(&self, key: &str) -> Result<Vec<f32>, String> {
         match self {
-            SourceFile::Pytorch { tensors, .. } => {
+            SourceFile::Pytorch { tensors, len, .. } => {
                 let snap = tensors.get(key).ok_or("absent")?;
-                let data = snap.to_data().map_err(|e| e.to_string())?;
+                // the reader allocates what the pickle claims: check it against the file first
+                let bytes = snap
+                    .shape
+                    .as_slice()
+                    .iter()
+                    .try_fold(snap.dtype.size() as u64, |a, &d| a.checked_mul(d as u64));
+                if bytes.is_none_or(|b| b > *len) {
+                    return Err(format!(
+                        "shape {:?} ({:?}) needs more bytes than the file holds",
+                        snap.shape.as_slice(),
+                        snap.dtype
+                    ));
+                }
+                // the third-party reader may panic on malformed data: an error, not a crash
+                let data =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| snap.to_data()))
+                        .map_err(|_| "the reader crashed on this tensor's data".to_string())?
+                        .map_err(|e| e.to_string())?;
                 data.convert::<f32>()
                     .into_vec::<f32>()
                     .map_err(|e| format!("{e:?}"))
@@ -414,6 +453,132 @@ impl SourceFile {
                 decode_safetensors(info.dtype, bytes)
             }
         }
+    }
+}
+
+/// Check a PyTorch zip checkpoint end to end: the archive's directory, and the CRC-32 of every
+/// entry (the tensor reader reads storages by offset, without checksums, so a flipped byte in
+/// the weights would otherwise load silently). One sequential read of the file.
+fn verify_zip(path: &Path) -> Result<(), String> {
+    let file = File::open(path).map_err(|e| e.to_string())?;
+    let mut archive = zip::ZipArchive::new(std::io::BufReader::with_capacity(1 << 20, file))
+        .map_err(|e| {
+            format!(
+                "corrupt or truncated zip archive ({})",
+                one_line(&e.to_string())
+            )
+        })?;
+    for i in 0..archive.len() {
+        let mut entry = archive
+            .by_index(i)
+            .map_err(|e| format!("corrupt zip entry #{i} ({})", one_line(&e.to_string())))?;
+        let name = entry.name().to_string();
+        if entry.data_start().is_none() {
+            return Err(format!("corrupt zip entry {name} (no data offset)"));
+        }
+        let damaged = |e: std::io::Error| {
+            format!(
+                "corrupt zip entry {name} ({}); the file is damaged",
+                one_line(&e.to_string())
+            )
+        };
+        if name.ends_with(".pkl") {
+            let mut pickle = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut pickle).map_err(damaged)?;
+            check_pickle(&pickle, 0).map_err(|e| format!("corrupt pickle {name}: {e}"))?;
+        } else {
+            std::io::copy(&mut entry, &mut std::io::sink()).map_err(damaged)?;
+        }
+    }
+    Ok(())
+}
+
+/// The pickles at the start of a non-zip PyTorch file (the legacy format's five, or one plain
+/// pickle) are well formed: see [`check_pickle`].
+fn verify_legacy_pickles(path: &Path) -> Result<(), String> {
+    let file = File::open(path).map_err(|e| e.to_string())?;
+    // SAFETY: read-only map of a file that is not modified while it is open.
+    let data = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| e.to_string())?;
+    const LEGACY_MAGIC: [u8; 10] = [0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19];
+    let legacy = data.len() >= 14 && data[2..4] == [0x8a, 0x0a] && data[4..14] == LEGACY_MAGIC;
+    let mut pos = 0;
+    for _ in 0..if legacy { 5 } else { 1 } {
+        pos = check_pickle(&data, pos).map_err(|e| format!("corrupt pickle: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Walk the opcodes of the pickle starting at `data[pos]` and return the position after its
+/// STOP. Every argument must lie inside `data`: the third-party reader allocates the length a
+/// string or bytes opcode announces before reading it, so a damaged length could otherwise ask
+/// for up to 2^64 bytes and abort the process.
+fn check_pickle(data: &[u8], mut pos: usize) -> Result<usize, String> {
+    let need = |at: usize, n: u64| -> Result<usize, String> {
+        (at as u64)
+            .checked_add(n)
+            .filter(|&end| end <= data.len() as u64)
+            .map(|end| end as usize)
+            .ok_or_else(|| format!("an argument at byte {at} runs past the end ({n} bytes)"))
+    };
+    let uint = |at: usize, width: usize| -> Result<u64, String> {
+        let end = need(at, width as u64)?;
+        Ok(data[at..end]
+            .iter()
+            .rev()
+            .fold(0u64, |v, &b| (v << 8) | u64::from(b)))
+    };
+    let line = |at: usize| -> Result<usize, String> {
+        data.get(at..)
+            .and_then(|rest| rest.iter().position(|&b| b == b'\n'))
+            .map(|i| at + i + 1)
+            .ok_or_else(|| format!("unterminated text argument at byte {at}"))
+    };
+    loop {
+        let Some(&op) = data.get(pos) else {
+            return Err("the pickle ends without STOP".into());
+        };
+        let at = pos + 1;
+        pos = match op {
+            b'.' => return Ok(at),
+            // no argument
+            b'('
+            | b')'
+            | b'0'
+            | b'1'
+            | b'2'
+            | b'N'
+            | b'R'
+            | b'b'
+            | b'a'
+            | b'e'
+            | b'd'
+            | b'}'
+            | b']'
+            | b'l'
+            | b's'
+            | b'u'
+            | b't'
+            | b'Q'
+            | b'o'
+            | 0x81
+            | 0x85..=0x89
+            | 0x8f..=0x94
+            | 0x97
+            | 0x98 => at,
+            // fixed-size arguments
+            b'K' | b'h' | b'q' | 0x80 | 0x82 => need(at, 1)?,
+            b'M' | 0x83 => need(at, 2)?,
+            b'J' | b'j' | b'r' | 0x84 => need(at, 4)?,
+            b'G' | 0x95 => need(at, 8)?,
+            // newline-terminated arguments
+            b'I' | b'L' | b'F' | b'S' | b'V' | b'P' | b'g' | b'p' => line(at)?,
+            b'c' | b'i' => line(line(at)?)?,
+            // length-prefixed arguments
+            b'U' | b'C' | 0x8a | 0x8c => need(at + 1, uint(at, 1)?)?,
+            b'T' | b'X' | b'B' | 0x8b => need(at + 4, uint(at, 4)?)?,
+            0x8d | 0x8e | 0x96 => need(at + 8, uint(at, 8)?)?,
+            other => return Err(format!("unknown opcode 0x{other:02x} at byte {pos}")),
+        };
     }
 }
 
@@ -439,6 +604,16 @@ fn decode_safetensors(dtype: safetensors::Dtype, bytes: &[u8]) -> Result<Vec<f32
             .collect(),
         other => return Err(format!("unsupported dtype {other:?}")),
     })
+}
+
+/// An I/O error without the temporary file's path that `tempfile` adds to its messages
+/// ("… at path \"/out/.x.wav.Ab12Cd.tmp\""): the message names the destination instead.
+fn without_temp_path(e: std::io::Error) -> std::io::Error {
+    let text = e.to_string();
+    match text.find(" at path \"") {
+        Some(i) if e.get_ref().is_some() => std::io::Error::new(e.kind(), &text[..i]),
+        _ => e,
+    }
 }
 
 fn one_line(s: &str) -> String {
@@ -591,6 +766,10 @@ impl<B: Backend> ModuleMapper<B> for Loader<'_> {
                 return param;
             }
         };
+        if values.iter().any(|v| !v.is_finite()) {
+            self.problems.push(Problem::NonFinite { key });
+            return param;
+        }
         let shape: Vec<usize> = param.lazy_shape().as_slice().to_vec();
         let values = match layout {
             Layout::Same => values,
@@ -684,6 +863,9 @@ fn load_buffers<B: Backend>(
             });
         } else {
             match source.read_f32(AC_FB) {
+                Ok(v) if v.iter().any(|x| !x.is_finite()) => {
+                    problems.push(Problem::NonFinite { key: AC_FB.into() })
+                }
                 Ok(v) => {
                     let device = model.fc_a.weight.device();
                     let fb = Tensor::from_data(TensorData::new(v, fb_shape), &device);
@@ -1143,9 +1325,9 @@ fn write_module_safetensors<B: Backend, M: Module<B>>(
     metadata: &BTreeMap<String, String>,
 ) -> Result<(), CheckpointError> {
     use std::io::Write;
-    let io = |e: std::io::Error| CheckpointError::Io {
+    let io = |e: std::io::Error| CheckpointError::Write {
         path: path.to_path_buf(),
-        message: e.to_string(),
+        message: without_temp_path(e).to_string(),
     };
     let params = torch_names(module);
     let mut entries: Vec<(String, &str, Vec<usize>)> = params
@@ -1191,9 +1373,26 @@ fn write_module_safetensors<B: Backend, M: Module<B>>(
         use std::os::unix::fs::PermissionsExt;
         builder.permissions(std::fs::Permissions::from_mode(0o666));
     }
-    let tmp = builder.tempfile_in(&dir).map_err(io)?;
+    // an existing device or FIFO (e.g. /dev/null) is written in place, never replaced
+    let special = std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir());
+    let tmp = if special {
+        None
+    } else {
+        Some(builder.tempfile_in(&dir).map_err(io)?)
+    };
+    let direct;
+    let file: &File = match &tmp {
+        Some(t) => t.as_file(),
+        None => {
+            direct = std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(io)?;
+            &direct
+        }
+    };
     {
-        let mut w = std::io::BufWriter::new(tmp.as_file());
+        let mut w = std::io::BufWriter::new(file);
         w.write_all(&(text.len() as u64).to_le_bytes())
             .map_err(io)?;
         w.write_all(text.as_bytes()).map_err(io)?;
@@ -1239,7 +1438,9 @@ fn write_module_safetensors<B: Backend, M: Module<B>>(
         }
         w.flush().map_err(io)?;
     }
-    tmp.as_file().sync_all().map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
+    if let Some(tmp) = tmp {
+        tmp.as_file().sync_all().map_err(io)?;
+        tmp.persist(path).map_err(|e| io(e.error))?;
+    }
     Ok(())
 }

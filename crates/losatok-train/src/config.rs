@@ -43,6 +43,17 @@ impl ModelSpec {
         }
     }
 
+    /// Check the preset name, and that exactly one of `preset` and `file` is given.
+    pub fn validate(&self) -> Result<(), String> {
+        match (self.preset.as_deref(), &self.file) {
+            (Some("official" | "tiny"), None) | (None, Some(_)) => Ok(()),
+            (Some(p), None) => Err(format!(
+                "model: unknown model preset {p:?} (official, tiny)"
+            )),
+            _ => Err("model: give exactly one of `preset` and `file`".into()),
+        }
+    }
+
     /// The model configuration (file paths relative to `base`).
     pub fn resolve(&self, base: &Path) -> Result<LosatokConfig, TrainError> {
         match (self.preset.as_deref(), &self.file) {
@@ -277,6 +288,7 @@ impl Stage1Config {
 
     /// Check values.
     pub fn validate(&self) -> Result<(), String> {
+        self.model.validate()?;
         if !(self.lambda_recon >= 0.0 && self.lambda_recon.is_finite()) {
             return Err("lambda_recon must be ≥ 0".into());
         }
@@ -435,6 +447,7 @@ impl Stage2Config {
 
     /// Check values.
     pub fn validate(&self) -> Result<(), String> {
+        self.model.validate()?;
         let w = &self.weights;
         for (name, v) in [
             ("mel", w.mel),

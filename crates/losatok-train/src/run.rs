@@ -175,8 +175,15 @@ fn loader_for(
     world: usize,
     per_rank: usize,
 ) -> Result<Loader, TrainError> {
-    let entries = read_manifest(&opts.config_dir.join(&data.manifest))?;
-    Ok(Loader::new(entries, &data.loader, rank, world, per_rank)?)
+    let manifest = opts.config_dir.join(&data.manifest);
+    let entries = read_manifest(&manifest)?;
+    Loader::new(entries, &data.loader, rank, world, per_rank).map_err(|e| match e {
+        // name the manifest: "no usable audio: data/train.jsonl: the manifest has 0 entries"
+        crate::data::DataError::NoData(m) => {
+            crate::data::DataError::NoData(format!("{}: {m}", manifest.display())).into()
+        }
+        e => e.into(),
+    })
 }
 
 fn write_run_configs<T: serde::Serialize>(
@@ -197,7 +204,27 @@ fn resume_point(
     opts: &RunOptions,
 ) -> Result<Option<(u64, PathBuf)>, TrainError> {
     if opts.resume {
-        return ckpts.latest();
+        // the newest checkpoint that is intact (a damaged one is reported and skipped)
+        let all = ckpts.list()?;
+        let mut damaged = Vec::new();
+        for (step, dir) in all.iter().rev() {
+            match state::verify(dir) {
+                Ok(()) => {
+                    for e in &damaged {
+                        tracing::warn!("skipping damaged checkpoint: {e}");
+                    }
+                    return Ok(Some((*step, dir.clone())));
+                }
+                Err(e) => damaged.push(e.to_string()),
+            }
+        }
+        if let Some(first) = damaged.first() {
+            return Err(TrainError::Invalid(format!(
+                "no intact checkpoint to resume from in {} ({first})",
+                opts.run_dir.display()
+            )));
+        }
+        return Ok(None);
     }
     if opts.run_dir.join("config.yml").exists() || ckpts.latest()?.is_some() {
         return Err(TrainError::Invalid(format!(

@@ -87,6 +87,9 @@ impl<B: AutodiffBackend> SemboTrainer<B> {
         collective: &mut C,
     ) -> Result<Stage1Stats, TrainError> {
         let device = self.sembo.downsample.fc1.weight.device();
+        // a non-finite sample is a fault even where the front end would mask it (its dB floor
+        // turns NaN into a finite value)
+        let bad_input = audio.iter().any(|v| !v.is_finite());
         let micro = rows / self.accum;
         let mut acc = GradientsAccumulator::<SemBo<B>>::new();
         let mut sums = [0f64; 3];
@@ -118,13 +121,13 @@ impl<B: AutodiffBackend> SemboTrainer<B> {
             sums[0],
             sums[1],
             sums[2],
-            (!all_finite(&[sums[0], norm])) as u8 as f64,
+            (bad_input || !all_finite(&[sums[0], norm])) as u8 as f64,
         ];
         collective.all_reduce_sum_host(&mut agreed);
         let ok = agreed[3] == 0.0;
         let lr = self.schedule.lr(self.step);
         self.faults
-            .record(self.step, ok, "SemBo loss or gradient")?;
+            .record(self.step, ok, "SemBo input, loss or gradient")?;
         if ok {
             self.sembo = self.opt.step(lr, self.sembo.clone(), grads);
         }
@@ -151,6 +154,7 @@ impl<B: AutodiffBackend> SemboTrainer<B> {
 
     /// Restore from a checkpoint folder written by [`Self::save`].
     pub fn load(mut self, dir: &Path) -> Result<Self, TrainError> {
+        state::verify(dir)?;
         let device = self.sembo.downsample.fc1.weight.device();
         self.sembo = state::load_module(self.sembo, dir, "sembo", &device)?;
         self.opt = state::load_optimizer::<B, SemBo<B>, _>(self.opt, dir, "opt", &device)?;

@@ -170,6 +170,8 @@ impl<B: AutodiffBackend> LosatokTrainer<B> {
         collective: &mut C,
     ) -> Result<Stage2Stats, TrainError> {
         let accum = self.cfg.run.grad_accum.max(1);
+        // a non-finite sample is a fault even where a front end would mask it
+        let bad_input = audio.iter().any(|v| !v.is_finite());
         let micro = rows / accum;
         let device = self.model.fc_a.weight.device();
         let gan = self.gan_active();
@@ -227,7 +229,7 @@ impl<B: AutodiffBackend> LosatokTrainer<B> {
                 Some(c) => clip_grad_norm(&self.disc, &mut grads_d, c),
                 None => grad_norm(&self.disc, &grads_d),
             };
-            let mut flag = [(!all_finite(&[sums[6], d_norm])) as u8 as f64];
+            let mut flag = [(bad_input || !all_finite(&[sums[6], d_norm])) as u8 as f64];
             collective.all_reduce_sum_host(&mut flag);
             d_ok = flag[0] == 0.0;
             if d_ok {
@@ -304,7 +306,7 @@ impl<B: AutodiffBackend> LosatokTrainer<B> {
             sums[4],
             sums[5],
             sums[6],
-            (!all_finite(&[sums[0], g_norm])) as u8 as f64,
+            (bad_input || !all_finite(&[sums[0], g_norm])) as u8 as f64,
         ];
         collective.all_reduce_sum_host(&mut agreed);
         let g_ok = agreed[7] == 0.0;
@@ -315,7 +317,7 @@ impl<B: AutodiffBackend> LosatokTrainer<B> {
         self.faults.record(
             step,
             g_ok && d_ok,
-            "generator or discriminator loss or gradient",
+            "input, generator or discriminator loss or gradient",
         )?;
         self.step += 1;
         let world = collective.world_size() as f64;
@@ -381,6 +383,7 @@ impl<B: AutodiffBackend> LosatokTrainer<B> {
 
     /// Restore from a checkpoint folder written by [`Self::save`].
     pub fn load(mut self, dir: &Path) -> Result<Self, TrainError> {
+        state::verify(dir)?;
         let device = self.model.fc_a.weight.device();
         let m = &mut self.model;
         m.dasheng_tokenizer =

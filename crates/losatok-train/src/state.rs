@@ -5,6 +5,11 @@
 //! and loadable; leftovers of an interrupted write are removed at the next start. The last
 //! `keep` checkpoints are kept. Records use Burn's recorder (full precision), which restores
 //! parameter ids, so optimiser state re-attaches to the right tensors on resume.
+//!
+//! Each checkpoint also holds `checksums.json`, the CRC-32 of every file in it, written before
+//! the folder is renamed into place and checked ([`verify`]) before anything is loaded, so a
+//! file damaged later (disk errors, a partial copy) is reported as such instead of being decoded
+//! into wrong weights; `--resume` then falls back to the newest undamaged checkpoint.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -23,6 +28,8 @@ pub type Rec = BinFileRecorder<FullPrecisionSettings>;
 
 const PREFIX: &str = "step-";
 const TMP_PREFIX: &str = ".tmp-step-";
+/// The checksum file of a checkpoint folder.
+pub const CHECKSUMS: &str = "checksums.json";
 
 fn state_err(path: &Path, e: impl std::fmt::Display) -> TrainError {
     TrainError::State {
@@ -93,12 +100,16 @@ impl Checkpoints {
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir_all(&tmp).map_err(|e| state_err(&tmp, e))?;
         write(&tmp)?;
+        let mut sums = std::collections::BTreeMap::new();
         for entry in fs::read_dir(&tmp).map_err(|e| state_err(&tmp, e))? {
             let path = entry.map_err(|e| state_err(&tmp, e))?.path();
             fs::File::open(&path)
                 .and_then(|f| f.sync_all())
                 .map_err(|e| state_err(&path, e))?;
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            sums.insert(name.into_owned(), file_crc32(&path)?);
         }
+        write_json(&tmp.join(CHECKSUMS), &sums)?;
         sync_dir(&tmp)?;
         if final_dir.exists() {
             fs::remove_dir_all(&final_dir).map_err(|e| state_err(&final_dir, e))?;
@@ -112,6 +123,68 @@ impl Checkpoints {
             }
         }
         Ok(final_dir)
+    }
+}
+
+/// CRC-32 of a file, as 8 hex digits.
+fn file_crc32(path: &Path) -> Result<String, TrainError> {
+    use std::io::Read;
+    let mut f = fs::File::open(path).map_err(|e| state_err(path, e))?;
+    let mut h = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| state_err(path, e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(format!("{:08x}", h.finalize()))
+}
+
+/// Check a checkpoint folder against its `checksums.json`: every listed file present with its
+/// CRC-32. Folders written before checksums existed (no `checksums.json`) pass.
+pub fn verify(dir: &Path) -> Result<(), TrainError> {
+    let list = dir.join(CHECKSUMS);
+    if !dir.is_dir() {
+        return Err(state_err(dir, "not a checkpoint folder"));
+    }
+    if !list.exists() {
+        return Ok(());
+    }
+    let sums: std::collections::BTreeMap<String, String> = read_json(&list)?;
+    for (name, want) in &sums {
+        let path = dir.join(name);
+        if !path.exists() {
+            return Err(state_err(&path, "missing file (damaged checkpoint)"));
+        }
+        if &file_crc32(&path)? != want {
+            return Err(state_err(
+                &path,
+                "checksum mismatch: the file is damaged (resume from another checkpoint)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A recorder error, on one short line: which file, and whether it is missing or damaged
+/// (Burn's own message nests the decoder's debug output).
+fn record_err(path: &Path, e: impl std::fmt::Display) -> TrainError {
+    let file = path.with_extension("bin");
+    let text = e.to_string();
+    let message = if !file.exists() {
+        "missing file (incomplete checkpoint)".to_string()
+    } else if text.contains("UnexpectedEof") {
+        "truncated file (damaged checkpoint)".to_string()
+    } else {
+        let short: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        let short: String = short.chars().take(160).collect();
+        format!("unreadable record, damaged or from another model ({short})")
+    };
+    TrainError::State {
+        path: file,
+        message,
     }
 }
 
@@ -150,7 +223,7 @@ pub fn load_module<B: Backend, M: Module<B>>(
     let path = dir.join(name);
     module
         .load_file(&path, &Rec::new(), device)
-        .map_err(|e| state_err(&path, e))
+        .map_err(|e| record_err(&path, e))
 }
 
 /// Save an optimiser's state as `<dir>/<name>.bin`.
@@ -179,7 +252,7 @@ where
 {
     let path = dir.join(name);
     let record =
-        Recorder::<B>::load(&Rec::new(), path.clone(), device).map_err(|e| state_err(&path, e))?;
+        Recorder::<B>::load(&Rec::new(), path.clone(), device).map_err(|e| record_err(&path, e))?;
     Ok(opt.load_record(record))
 }
 

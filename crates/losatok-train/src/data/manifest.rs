@@ -299,7 +299,7 @@ pub fn write_manifest(entries: &[ManifestEntry], out: &Path) -> Result<(), DataE
     };
     let write_err = |source: std::io::Error| DataError::Write {
         path: out.to_path_buf(),
-        source,
+        source: without_temp_path(source),
     };
     let abs_dir = std::path::absolute(&dir).map_err(write_err)?;
     let mut text = String::new();
@@ -322,6 +322,23 @@ pub fn write_manifest(entries: &[ManifestEntry], out: &Path) -> Result<(), DataE
         obj.insert("domain".into(), e.domain.clone().into());
         text.push_str(&serde_json::Value::Object(obj).to_string());
         text.push('\n');
+    }
+    if fs::metadata(out).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+        // a device or FIFO (e.g. /dev/stdout) is written in place, never replaced
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .open(out)
+            .map_err(write_err)?;
+        return f
+            .write_all(text.as_bytes())
+            .and_then(|()| f.flush())
+            .map_err(write_err);
+    }
+    if dir.exists() && !dir.is_dir() {
+        return Err(write_err(std::io::Error::new(
+            std::io::ErrorKind::NotADirectory,
+            format!("{} is not a folder", dir.display()),
+        )));
     }
     fs::create_dir_all(&dir).map_err(write_err)?;
     let mut tmp = tempfile::Builder::new()
@@ -519,7 +536,8 @@ pub fn build_manifest(
                     .push(ManifestEntry::new(path, duration, domain));
             }
             Err(msg) => {
-                tracing::warn!(path = %path.display(), "skipping unreadable audio file: {msg}");
+                // reported to the caller in `BuildReport::skipped`
+                tracing::debug!(path = %path.display(), "skipping unreadable audio file: {msg}");
                 report.skipped.push((path, msg));
             }
         }
@@ -581,6 +599,16 @@ fn probe_duration(path: &Path, measure: bool) -> ProbeResult {
             ))
         }
         None => Ok(None),
+    }
+}
+
+/// An I/O error without the temporary file's path that `tempfile` adds to its messages
+/// ("… at path \"/out/.x.wav.Ab12Cd.tmp\""): the message names the destination instead.
+fn without_temp_path(e: std::io::Error) -> std::io::Error {
+    let text = e.to_string();
+    match text.find(" at path \"") {
+        Some(i) if e.get_ref().is_some() => std::io::Error::new(e.kind(), &text[..i]),
+        _ => e,
     }
 }
 
