@@ -102,18 +102,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             force,
             device,
         } => return crate::train::demo(out, quick, seed, force, &device),
-        Command::TrainSembo {
-            config,
-            run_dir,
-            resume,
-            device,
-        } => return crate::train::train(1, config, run_dir, resume, &device),
-        Command::Train {
-            config,
-            run_dir,
-            resume,
-            device,
-        } => return crate::train::train(2, config, run_dir, resume, &device),
+        Command::TrainSembo(args) => return crate::train::train(1, args),
+        Command::Train(args) => return crate::train::train(2, args),
+        Command::Launch(args) => return crate::dist::launch(args),
+        Command::DistCheck { nccl } => return crate::dist::dist_check(nccl),
         Command::Manifest { roots, out, force } => {
             return crate::train::manifest(roots, out, force)
         }

@@ -6,6 +6,7 @@
 mod analysis;
 mod batch;
 mod device;
+mod dist;
 mod infer;
 mod train;
 
@@ -75,32 +76,18 @@ pub enum Command {
         device: String,
     },
     /// Stage 1: train SemBo on the frozen MiDashengLM encoder (config: see configs/).
-    TrainSembo {
-        /// Stage-1 training config (YAML).
-        config: PathBuf,
-        /// Run folder (checkpoints, metrics, samples, export).
-        #[arg(long)]
-        run_dir: PathBuf,
-        /// Continue from the run folder's latest checkpoint.
-        #[arg(long)]
-        resume: bool,
-        /// cpu, cuda or cuda:N.
-        #[arg(long, default_value = "cpu")]
-        device: String,
-    },
+    TrainSembo(TrainArgs),
     /// Stage 2: train the LoSATok generator and discriminator (config: see configs/).
-    Train {
-        /// Stage-2 training config (YAML).
-        config: PathBuf,
-        /// Run folder.
+    Train(TrainArgs),
+    /// Start one training process per GPU on this node, with the variables torchrun sets:
+    /// `losatok launch --nproc-per-node 8 -- train CONFIG --run-dir DIR --device cuda`.
+    Launch(LaunchArgs),
+    /// Check a multi-process setup before a long job: every rank meets rank 0 at
+    /// MASTER_ADDR:MASTER_PORT (with --nccl, on CUDA builds, also an NCCL all-reduce).
+    DistCheck {
+        /// Also create an NCCL communicator and all-reduce across the ranks.
         #[arg(long)]
-        run_dir: PathBuf,
-        /// Continue from the run folder's latest checkpoint.
-        #[arg(long)]
-        resume: bool,
-        /// cpu, cuda or cuda:N.
-        #[arg(long, default_value = "cpu")]
-        device: String,
+        nccl: bool,
     },
     /// Build a training manifest (JSONL) from folders of audio: DIR or DOMAIN=DIR, repeated.
     Manifest {
@@ -166,6 +153,48 @@ pub enum Command {
         #[command(flatten)]
         model: ModelArgs,
     },
+}
+
+/// `train-sembo` and `train`.
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    /// Training config (YAML).
+    pub config: PathBuf,
+    /// Run folder (checkpoints, metrics, samples, export).
+    #[arg(long)]
+    pub run_dir: PathBuf,
+    /// Continue from the run folder's latest intact checkpoint (an empty folder starts fresh).
+    #[arg(long)]
+    pub resume: bool,
+    /// cpu, cuda or cuda:N. Under a launcher, `cuda` is the rank's GPU (LOCAL_RANK).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Gradient all-reduce: auto (NCCL when WORLD_SIZE > 1), local, or nccl (even for one rank).
+    #[arg(long, default_value = "auto")]
+    pub collective: String,
+}
+
+/// `launch`: the processes of one node.
+#[derive(clap::Args, Debug)]
+pub struct LaunchArgs {
+    /// Processes (GPUs) on this node.
+    #[arg(long)]
+    pub nproc_per_node: usize,
+    /// Nodes in the job (run `losatok launch` once on each).
+    #[arg(long, default_value_t = 1)]
+    pub nnodes: usize,
+    /// This node's index, 0..nnodes.
+    #[arg(long, default_value_t = 0)]
+    pub node_rank: usize,
+    /// Host of node 0 (where rank 0 runs).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub master_addr: String,
+    /// Port on node 0 (default: a free port, single node only).
+    #[arg(long)]
+    pub master_port: Option<u16>,
+    /// The losatok command every rank runs, after `--`.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<std::ffi::OsString>,
 }
 
 /// Which model to run, and where.

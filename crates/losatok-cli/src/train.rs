@@ -7,14 +7,15 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use losatok_train::collective::Local;
 use losatok_train::demo::{run_demo, DemoOptions};
+use losatok_train::distributed::{CollectiveKind, DistEnv, Group};
 use losatok_train::run::{stage2_model, ProgressFn};
 use losatok_train::{
     train_stage1, train_stage2, RunOptions, Stage1Config, Stage2Config, TrainProgress,
 };
 
 use crate::device::DeviceChoice;
+use crate::TrainArgs;
 
 fn progress_bar() -> (ProgressBar, ProgressFn) {
     let bar = ProgressBar::new(0);
@@ -121,36 +122,64 @@ fn run_options(config: &Path, run_dir: PathBuf, resume: bool) -> RunOptions {
     }
 }
 
-/// `losatok train-sembo` / `losatok train`.
-pub fn train(
-    stage: u8,
-    config: PathBuf,
-    run_dir: PathBuf,
-    resume: bool,
-    device: &str,
-) -> Result<ExitCode> {
+/// `losatok train-sembo` / `losatok train`: one process, or one rank of a job started by
+/// `losatok launch`, torchrun or srun (see [`losatok_train::distributed`]).
+pub fn train(stage: u8, args: TrainArgs) -> Result<ExitCode> {
+    let env = DistEnv::from_env()?;
+    let rank = env.as_ref().map_or(0, |e| e.rank);
+    let world = env.as_ref().map_or(1, |e| e.world_size);
+    let result = train_rank(stage, args, env.as_ref());
+    if world > 1 {
+        return result.with_context(|| format!("rank {rank} of {world}"));
+    }
+    result
+}
+
+fn train_rank(stage: u8, args: TrainArgs, env: Option<&DistEnv>) -> Result<ExitCode> {
+    let kind: CollectiveKind = args.collective.parse().map_err(anyhow::Error::msg)?;
+    let rank0 = env.is_none_or(|e| e.rank == 0);
+    // under a launcher, a plain `cuda` is this rank's own GPU
+    let device = match (DeviceChoice::parse(&args.device)?, env) {
+        (DeviceChoice::Cuda(_), Some(e)) if args.device.trim().eq_ignore_ascii_case("cuda") => {
+            format!("cuda:{}", crate::dist::rank_gpu(e.local_rank)?)
+        }
+        _ => args.device.clone(),
+    };
+    let ordinal = match DeviceChoice::parse(&device)? {
+        DeviceChoice::Cuda(i) => Some(i),
+        DeviceChoice::Cpu => None,
+    };
+    let mut group = Group::join(env, kind, ordinal)?;
     let (bar, progress) = progress_bar();
-    let mut opts = run_options(&config, run_dir.clone(), resume);
-    opts.progress = Some(progress);
+    let mut opts = run_options(&args.config, args.run_dir.clone(), args.resume);
+    if rank0 {
+        opts.progress = Some(progress);
+    } else {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let config = &args.config;
     let summary = if stage == 1 {
-        let cfg = Stage1Config::from_file(&config)?;
-        on_device!(device, |Ad, dev| train_stage1::<Ad, _>(
-            &cfg, &opts, &dev, &mut Local
+        let cfg = Stage1Config::from_file(config)?;
+        on_device!(&device, |Ad, dev| train_stage1::<Ad, _>(
+            &cfg, &opts, &dev, &mut group
         ))?
     } else {
-        let cfg = Stage2Config::from_file(&config)?;
-        on_device!(device, |Ad, dev| train_stage2::<Ad, _>(
-            &cfg, &opts, &dev, &mut Local, None
+        let cfg = Stage2Config::from_file(config)?;
+        on_device!(&device, |Ad, dev| train_stage2::<Ad, _>(
+            &cfg, &opts, &dev, &mut group, None
         ))?
     };
     bar.finish_and_clear();
+    if !rank0 {
+        return Ok(ExitCode::SUCCESS);
+    }
     if let Some(s) = summary.resumed_from {
         println!("resumed from step {s}");
     }
     println!(
         "stage {stage}: {} steps in {}",
         summary.steps,
-        run_dir.display()
+        args.run_dir.display()
     );
     if summary.skipped_files > 0 {
         println!(

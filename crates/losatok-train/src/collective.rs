@@ -3,13 +3,16 @@
 //!
 //! One process (or thread) per device holds a full replica; after each backward pass every
 //! rank's gradients are replaced by their mean over ranks, so every rank applies the same
-//! optimiser step. [`Local`] is the single-rank case; the multi-GPU implementation (NCCL) and an
-//! in-process CPU implementation of the same interface plug in here.
+//! optimiser step. [`Local`] is the single-rank case, [`InProcess`] runs ranks as threads on
+//! the CPU, and [`crate::distributed::nccl::Nccl`] (feature `nccl`) is one process per GPU.
+//! Every operation can fail (a lost peer, a NCCL error): the trainer stops with that error.
 
 use burn::module::{AutodiffModule, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
+
+use crate::distributed::DistError;
 
 /// The collective operations of data-parallel training, on the backend `B` the gradients live on.
 pub trait Collective<B: Backend> {
@@ -18,9 +21,10 @@ pub trait Collective<B: Backend> {
     /// Number of ranks.
     fn world_size(&self) -> usize;
     /// Element-wise mean over ranks of a 1-D tensor (every rank passes the same length).
-    fn all_reduce_mean(&mut self, t: Tensor<B, 1>) -> Tensor<B, 1>;
-    /// Element-wise sum over ranks of a few host values (agreement on flags and metrics).
-    fn all_reduce_sum_host(&mut self, values: &mut [f64]);
+    fn all_reduce_mean(&mut self, t: Tensor<B, 1>) -> Result<Tensor<B, 1>, DistError>;
+    /// Element-wise sum over ranks of a few host values (agreement on flags and metrics; also
+    /// a barrier).
+    fn all_reduce_sum_host(&mut self, values: &mut [f64]) -> Result<(), DistError>;
 }
 
 /// A single rank: every operation is the identity.
@@ -34,10 +38,12 @@ impl<B: Backend> Collective<B> for Local {
     fn world_size(&self) -> usize {
         1
     }
-    fn all_reduce_mean(&mut self, t: Tensor<B, 1>) -> Tensor<B, 1> {
-        t
+    fn all_reduce_mean(&mut self, t: Tensor<B, 1>) -> Result<Tensor<B, 1>, DistError> {
+        Ok(t)
     }
-    fn all_reduce_sum_host(&mut self, _values: &mut [f64]) {}
+    fn all_reduce_sum_host(&mut self, _values: &mut [f64]) -> Result<(), DistError> {
+        Ok(())
+    }
 }
 
 /// Default gradient bucket size (bytes of f32 per all-reduce).
@@ -51,13 +57,14 @@ pub fn all_reduce_gradients<B, M, C>(
     grads: &mut GradientsParams,
     collective: &mut C,
     bucket_bytes: usize,
-) where
+) -> Result<(), DistError>
+where
     B: AutodiffBackend,
     M: AutodiffModule<B>,
     C: Collective<B::InnerBackend>,
 {
     if collective.world_size() == 1 {
-        return;
+        return Ok(());
     }
     // 1. take the gradients out, flattened, in parameter order
     struct Take<'a, B: AutodiffBackend> {
@@ -85,29 +92,31 @@ pub fn all_reduce_gradients<B, M, C>(
     let mut bucket: Vec<(ParamId, Tensor<B::InnerBackend, 1>)> = Vec::new();
     let mut size = 0usize;
     let mut flush = |bucket: &mut Vec<(ParamId, Tensor<B::InnerBackend, 1>)>,
-                     reduced: &mut Vec<(ParamId, Tensor<B::InnerBackend, 1>)>| {
+                     reduced: &mut Vec<(ParamId, Tensor<B::InnerBackend, 1>)>|
+     -> Result<(), DistError> {
         if bucket.is_empty() {
-            return;
+            return Ok(());
         }
         let sizes: Vec<usize> = bucket.iter().map(|(_, t)| t.dims()[0]).collect();
         let joined = Tensor::cat(bucket.iter().map(|(_, t)| t.clone()).collect(), 0);
-        let mean = collective.all_reduce_mean(joined);
+        let mean = collective.all_reduce_mean(joined)?;
         let mut start = 0;
         for ((id, _), n) in bucket.drain(..).zip(sizes) {
             reduced.push((id, mean.clone().narrow(0, start, n)));
             start += n;
         }
+        Ok(())
     };
     for (id, t) in flat {
         let n = t.dims()[0];
         if size + n > max_elems && !bucket.is_empty() {
-            flush(&mut bucket, &mut reduced);
+            flush(&mut bucket, &mut reduced)?;
             size = 0;
         }
         size += n;
         bucket.push((id, t));
     }
-    flush(&mut bucket, &mut reduced);
+    flush(&mut bucket, &mut reduced)?;
 
     // 3. put them back with their shapes
     struct Put<'a, B: AutodiffBackend> {
@@ -127,6 +136,7 @@ pub fn all_reduce_gradients<B, M, C>(
         grads,
         reduced: reduced.into_iter().collect(),
     });
+    Ok(())
 }
 
 /// N ranks in one process (one thread each) on the CPU: the same collective interface as the
@@ -175,25 +185,23 @@ impl InProcess {
             .collect()
     }
 
-    /// Element-wise sum over ranks, in rank order.
-    ///
-    /// # Panics
-    /// If another rank of the group has been dropped (so the collective can never complete):
-    /// a clear failure instead of a hang.
-    fn sum(&self, values: Vec<f64>) -> std::sync::Arc<Vec<f64>> {
+    /// Element-wise sum over ranks, in rank order. Fails, instead of waiting for ever, when
+    /// another rank of the group has been dropped (its thread ended).
+    fn sum(&self, values: Vec<f64>) -> Result<std::sync::Arc<Vec<f64>>, DistError> {
         let s = &self.shared;
-        let check = |round: &Round| {
-            if let Some(r) = round.broken {
-                panic!(
+        let check = |round: &Round| -> Result<(), DistError> {
+            match round.broken {
+                Some(r) => Err(DistError::PeerLost(format!(
                     "rank {r} left the in-process group; rank {} cannot continue",
                     self.rank
-                );
+                ))),
+                None => Ok(()),
             }
         };
         let mut round = s.round.lock().unwrap_or_else(|e| e.into_inner());
         // wait until the previous round has been fully taken
         while round.result.is_some() {
-            check(&round);
+            check(&round)?;
             round = s.turn.wait(round).unwrap_or_else(|e| e.into_inner());
         }
         let generation = round.generation;
@@ -211,7 +219,7 @@ impl InProcess {
             s.turn.notify_all();
         } else {
             while !(round.generation == generation && round.result.is_some()) {
-                check(&round);
+                check(&round)?;
                 round = s.turn.wait(round).unwrap_or_else(|e| e.into_inner());
             }
         }
@@ -223,7 +231,7 @@ impl InProcess {
             round.generation += 1;
             s.turn.notify_all();
         }
-        result
+        Ok(result)
     }
 }
 
@@ -242,7 +250,7 @@ impl<B: Backend> Collective<B> for InProcess {
     fn world_size(&self) -> usize {
         self.world
     }
-    fn all_reduce_mean(&mut self, t: Tensor<B, 1>) -> Tensor<B, 1> {
+    fn all_reduce_mean(&mut self, t: Tensor<B, 1>) -> Result<Tensor<B, 1>, DistError> {
         let device = t.device();
         let values: Vec<f64> = t
             .into_data()
@@ -253,13 +261,14 @@ impl<B: Backend> Collective<B> for InProcess {
             .map(f64::from)
             .collect();
         let n = values.len();
-        let sum = self.sum(values);
+        let sum = self.sum(values)?;
         let mean: Vec<f32> = sum.iter().map(|v| (v / self.world as f64) as f32).collect();
-        Tensor::from_data(TensorData::new(mean, [n]), &device)
+        Ok(Tensor::from_data(TensorData::new(mean, [n]), &device))
     }
-    fn all_reduce_sum_host(&mut self, values: &mut [f64]) {
-        let sum = self.sum(values.to_vec());
+    fn all_reduce_sum_host(&mut self, values: &mut [f64]) -> Result<(), DistError> {
+        let sum = self.sum(values.to_vec())?;
         values.copy_from_slice(&sum);
+        Ok(())
     }
 }
 
@@ -279,9 +288,15 @@ mod tests {
                     let mut out = Vec::new();
                     for round in 0..50 {
                         let t = Tensor::<Flex, 1>::from_data([r + round as f32, 2.0 * r], &dev);
-                        let m = c.all_reduce_mean(t).into_data().to_vec::<f32>().unwrap();
+                        let m = c
+                            .all_reduce_mean(t)
+                            .unwrap()
+                            .into_data()
+                            .to_vec::<f32>()
+                            .unwrap();
                         let mut h = [r as f64, 1.0];
-                        <InProcess as Collective<Flex>>::all_reduce_sum_host(&mut c, &mut h);
+                        <InProcess as Collective<Flex>>::all_reduce_sum_host(&mut c, &mut h)
+                            .unwrap();
                         out.push((m, h));
                     }
                     out
@@ -302,12 +317,10 @@ mod tests {
         let lost = group.pop().unwrap();
         let mut alive = group.pop().unwrap();
         drop(lost); // e.g. its thread panicked
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let mut v = [1.0];
-            <InProcess as Collective<Flex>>::all_reduce_sum_host(&mut alive, &mut v);
-        }));
-        let msg = r.unwrap_err();
-        let msg = msg.downcast_ref::<String>().unwrap();
-        assert!(msg.contains("rank 1 left"), "{msg}");
+        let mut v = [1.0];
+        let e = <InProcess as Collective<Flex>>::all_reduce_sum_host(&mut alive, &mut v)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("rank 1 left"), "{e}");
     }
 }

@@ -36,6 +36,9 @@ pub enum TrainError {
     /// Too many consecutive non-finite losses or gradients.
     #[error("training diverged: {0}")]
     Diverged(String),
+    /// Distributed setup or a collective operation (a lost rank, NCCL).
+    #[error(transparent)]
+    Distributed(#[from] crate::distributed::DistError),
     /// Anything else about the run's inputs.
     #[error("{0}")]
     Invalid(String),

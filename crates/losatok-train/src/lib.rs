@@ -7,6 +7,7 @@ pub mod collective;
 pub mod config;
 pub mod data;
 pub mod demo;
+pub mod distributed;
 pub mod error;
 pub mod faults;
 pub mod metrics;

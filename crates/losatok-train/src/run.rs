@@ -198,10 +198,12 @@ fn write_run_configs<T: serde::Serialize>(
 }
 
 /// The checkpoint to continue from. A fresh run refuses a folder that already holds a run, so
-/// nothing of it is overwritten or mixed.
+/// nothing of it is overwritten or mixed (rank 0 decides: the other ranks could otherwise see
+/// the config rank 0 has just written).
 fn resume_point(
     ckpts: &Checkpoints,
     opts: &RunOptions,
+    rank0: bool,
 ) -> Result<Option<(u64, PathBuf)>, TrainError> {
     if opts.resume {
         // the newest checkpoint that is intact (a damaged one is reported and skipped)
@@ -226,13 +228,66 @@ fn resume_point(
         }
         return Ok(None);
     }
-    if opts.run_dir.join("config.yml").exists() || ckpts.latest()?.is_some() {
+    if rank0 && (opts.run_dir.join("config.yml").exists() || ckpts.latest()?.is_some()) {
         return Err(TrainError::Invalid(format!(
             "{} already holds a training run; pass --resume to continue it, or choose another run folder",
             opts.run_dir.display()
         )));
     }
     Ok(None)
+}
+
+/// Create the run folder, open its checkpoints and find the one to resume from.
+fn open_run(
+    opts: &RunOptions,
+    keep: usize,
+    rank0: bool,
+) -> Result<(Checkpoints, Option<(u64, PathBuf)>), TrainError> {
+    std::fs::create_dir_all(&opts.run_dir).map_err(|e| TrainError::State {
+        path: opts.run_dir.clone(),
+        message: e.to_string(),
+    })?;
+    let ckpts = Checkpoints::open(&opts.run_dir, keep)?;
+    let resumed = resume_point(&ckpts, opts, rank0)?;
+    Ok((ckpts, resumed))
+}
+
+/// The start of a data-parallel run, once every rank has set itself up (and rank 0 has written
+/// the run's config and opened its logs). A failure on any rank stops every rank here, instead
+/// of leaving the others waiting in the first gradient all-reduce; and every rank must resume
+/// from the checkpoint rank 0 resumes from (the run folder must be on a filesystem all ranks
+/// share).
+fn agree_on_start<T, B: Backend, C: Collective<B>>(
+    collective: &mut C,
+    setup: Result<(T, Option<u64>), TrainError>,
+) -> Result<T, TrainError> {
+    let rank = collective.rank();
+    let step = setup.as_ref().ok().and_then(|(_, s)| *s);
+    let mut agreed = [
+        setup.is_err() as u8 as f64,
+        match (rank, step) {
+            (0, Some(s)) => s as f64 + 1.0,
+            _ => 0.0,
+        },
+    ];
+    collective.all_reduce_sum_host(&mut agreed)?;
+    let (value, _) = setup?;
+    if agreed[0] > 0.0 {
+        return Err(TrainError::Invalid(format!(
+            "rank {rank} stops: {} other rank(s) failed to start (see their errors)",
+            agreed[0] as u64
+        )));
+    }
+    let rank0_step = (agreed[1] > 0.0).then(|| agreed[1] as u64 - 1);
+    if step != rank0_step {
+        let show = |s: Option<u64>| s.map_or("a fresh start".to_string(), |s| format!("step {s}"));
+        return Err(TrainError::Invalid(format!(
+            "rank {rank} would resume from {}, rank 0 from {}: every rank must see the same run folder (a shared filesystem)",
+            show(step),
+            show(rank0_step)
+        )));
+    }
+    Ok(value)
 }
 
 /// Stage 1: train SemBo; export `semantic_encoder.safetensors` (the encoder and SemBo, in the
@@ -247,52 +302,49 @@ where
     B: AutodiffBackend,
     C: Collective<B::InnerBackend>,
 {
-    let rank0 = collective.rank() == 0;
+    let rank = collective.rank();
+    let rank0 = rank == 0;
     let world = collective.world_size();
-    let model_cfg = cfg.model.resolve(&opts.config_dir)?;
-    let (sem, model_cfg) = semantic_encoder::<B::InnerBackend>(
-        &cfg.semantic_encoder,
-        &model_cfg,
-        false,
-        opts,
-        cfg.run.seed,
-        device,
-    )?;
-    let encoder: DashengEncoder<B::InnerBackend> = sem.encoder;
-    let sembo = seeded::<B, _>(device, cfg.run.seed, || {
-        SemBo::new(
-            model_cfg.tokenizer.embed_dim,
-            model_cfg.sembo_hidden_dim,
-            model_cfg.tokenizer.decoder_dim,
+    let setup = (|| {
+        let model_cfg = cfg.model.resolve(&opts.config_dir)?;
+        let (sem, model_cfg) = semantic_encoder::<B::InnerBackend>(
+            &cfg.semantic_encoder,
+            &model_cfg,
+            false,
+            opts,
+            cfg.run.seed,
             device,
-        )
-    });
-    let micro = cfg.run.micro_batch(world).map_err(TrainError::Invalid)?;
-    let per_rank = micro * cfg.run.grad_accum;
-    let mut trainer = SemboTrainer::<B>::new(encoder, sembo, cfg);
-
-    std::fs::create_dir_all(&opts.run_dir).map_err(|e| TrainError::State {
-        path: opts.run_dir.clone(),
-        message: e.to_string(),
-    })?;
-    let ckpts = Checkpoints::open(&opts.run_dir, cfg.run.keep_checkpoints)?;
-    let resumed = resume_point(&ckpts, opts)?;
-    if let Some((step, dir)) = &resumed {
-        trainer = trainer.load(dir)?;
-        tracing::info!("resumed stage 1 from step {step}");
-    } else if rank0 {
-        write_run_configs(&opts.run_dir, &cfg.resolved(&opts.config_dir), &model_cfg)?;
-    }
-    let mut logger = if rank0 {
-        Some(RunLogger::open(
-            &opts.run_dir,
-            resumed.as_ref().map(|r| r.0),
-        )?)
-    } else {
-        None
-    };
-    let mut loader = loader_for(&cfg.data, opts, collective.rank(), world, per_rank)?;
-    loader.prefetch_from(trainer.step);
+        )?;
+        let encoder: DashengEncoder<B::InnerBackend> = sem.encoder;
+        let sembo = seeded::<B, _>(device, cfg.run.seed, || {
+            SemBo::new(
+                model_cfg.tokenizer.embed_dim,
+                model_cfg.sembo_hidden_dim,
+                model_cfg.tokenizer.decoder_dim,
+                device,
+            )
+        });
+        let micro = cfg.run.micro_batch(world).map_err(TrainError::Invalid)?;
+        let per_rank = micro * cfg.run.grad_accum;
+        let mut trainer = SemboTrainer::<B>::new(encoder, sembo, cfg);
+        let (ckpts, resumed) = open_run(opts, cfg.run.keep_checkpoints, rank0)?;
+        if let Some((step, dir)) = &resumed {
+            trainer = trainer.load(dir)?;
+            tracing::info!("resumed stage 1 from step {step}");
+        } else if rank0 {
+            write_run_configs(&opts.run_dir, &cfg.resolved(&opts.config_dir), &model_cfg)?;
+        }
+        let resumed = resumed.map(|r| r.0);
+        let logger = match rank0 {
+            true => Some(RunLogger::open(&opts.run_dir, resumed)?),
+            false => None,
+        };
+        let mut loader = loader_for(&cfg.data, opts, rank, world, per_rank)?;
+        loader.prefetch_from(trainer.step);
+        Ok(((trainer, ckpts, logger, loader), resumed))
+    })();
+    let resumed = setup.as_ref().ok().and_then(|(_, r)| *r);
+    let (mut trainer, ckpts, mut logger, mut loader) = agree_on_start(collective, setup)?;
     let samples = cfg.data.loader.segment_samples;
     let end = opts.stop_at.unwrap_or(cfg.run.steps).min(cfg.run.steps);
     let t0 = Instant::now();
@@ -346,7 +398,7 @@ where
     Ok(RunSummary {
         steps: trainer.step,
         export,
-        resumed_from: resumed.map(|r| r.0),
+        resumed_from: resumed,
         skipped_files: loader.skipped().broken_files,
         eval: None,
     })
@@ -457,45 +509,43 @@ where
     B: AutodiffBackend,
     C: Collective<B::InnerBackend>,
 {
-    let rank0 = collective.rank() == 0;
+    let rank = collective.rank();
+    let rank0 = rank == 0;
     let world = collective.world_size();
-    let (model, model_cfg) = stage2_model::<B>(cfg, opts, device)?;
-    cfg.discriminator
-        .validate()
-        .map_err(|e| TrainError::Invalid(format!("discriminator: {e}")))?;
-    let disc = seeded(device, cfg.run.seed ^ 0xd15c, || {
+    let micro = cfg.run.micro_batch(world);
+    let per_rank = micro.as_ref().map_or(1, |m| m * cfg.run.grad_accum);
+    let setup = (|| {
+        let (model, model_cfg) = stage2_model::<B>(cfg, opts, device)?;
         cfg.discriminator
-            .init::<B>(device)
-            .expect("validated discriminator config")
-    });
-    let micro = cfg.run.micro_batch(world).map_err(TrainError::Invalid)?;
-    let per_rank = micro * cfg.run.grad_accum;
-    let mut trainer = LosatokTrainer::<B>::new(model, disc, cfg);
-
-    std::fs::create_dir_all(&opts.run_dir).map_err(|e| TrainError::State {
-        path: opts.run_dir.clone(),
-        message: e.to_string(),
-    })?;
-    let ckpts = Checkpoints::open(&opts.run_dir, cfg.run.keep_checkpoints)?;
-    let resumed = resume_point(&ckpts, opts)?;
-    if let Some((step, dir)) = &resumed {
-        trainer = trainer.load(dir)?;
-        tracing::info!("resumed stage 2 from step {step}");
-    } else if rank0 {
-        write_run_configs(&opts.run_dir, &cfg.resolved(&opts.config_dir), &model_cfg)?;
-    }
-    let mut logger = if rank0 {
-        Some(RunLogger::open(
-            &opts.run_dir,
-            resumed.as_ref().map(|r| r.0),
-        )?)
-    } else {
-        None
-    };
-    let mut loader = loader_for(&cfg.data, opts, collective.rank(), world, per_rank)?;
-    loader.prefetch_from(trainer.step);
+            .validate()
+            .map_err(|e| TrainError::Invalid(format!("discriminator: {e}")))?;
+        let disc = seeded(device, cfg.run.seed ^ 0xd15c, || {
+            cfg.discriminator
+                .init::<B>(device)
+                .expect("validated discriminator config")
+        });
+        micro.clone().map_err(TrainError::Invalid)?;
+        let mut trainer = LosatokTrainer::<B>::new(model, disc, cfg);
+        let (ckpts, resumed) = open_run(opts, cfg.run.keep_checkpoints, rank0)?;
+        if let Some((step, dir)) = &resumed {
+            trainer = trainer.load(dir)?;
+            tracing::info!("resumed stage 2 from step {step}");
+        } else if rank0 {
+            write_run_configs(&opts.run_dir, &cfg.resolved(&opts.config_dir), &model_cfg)?;
+        }
+        let resumed = resumed.map(|r| r.0);
+        let logger = match rank0 {
+            true => Some(RunLogger::open(&opts.run_dir, resumed)?),
+            false => None,
+        };
+        let mut loader = loader_for(&cfg.data, opts, rank, world, per_rank)?;
+        loader.prefetch_from(trainer.step);
+        Ok(((trainer, ckpts, logger, loader), resumed))
+    })();
+    let resumed = setup.as_ref().ok().and_then(|(_, r)| *r);
+    let (mut trainer, ckpts, mut logger, mut loader) = agree_on_start(collective, setup)?;
     let samples = cfg.data.loader.segment_samples;
-    let first_row = (collective.rank() * per_rank) as u64;
+    let first_row = (rank * per_rank) as u64;
     let start_eval = eval_clip.map(|c| (trainer.reconstruct(c), trainer.mel_distance(c)));
     let mut before = start_eval.as_ref().map(|(a, _)| a.clone());
     let end = opts.stop_at.unwrap_or(cfg.run.steps).min(cfg.run.steps);
@@ -572,7 +622,7 @@ where
     Ok(RunSummary {
         steps: trainer.step,
         export,
-        resumed_from: resumed.map(|r| r.0),
+        resumed_from: resumed,
         skipped_files: loader.skipped().broken_files,
         eval,
     })

@@ -110,7 +110,7 @@ impl<B: AutodiffBackend> SemboTrainer<B> {
             acc.accumulate(&self.sembo, GradientsParams::from_grads(grads, &self.sembo));
         }
         let mut grads = acc.grads();
-        all_reduce_gradients(&self.sembo, &mut grads, collective, BUCKET_BYTES);
+        all_reduce_gradients(&self.sembo, &mut grads, collective, BUCKET_BYTES)?;
         let norm = match self.grad_clip {
             Some(c) => clip_grad_norm(&self.sembo, &mut grads, c),
             None => grad_norm(&self.sembo, &grads),
@@ -123,7 +123,7 @@ impl<B: AutodiffBackend> SemboTrainer<B> {
             sums[2],
             (bad_input || !all_finite(&[sums[0], norm])) as u8 as f64,
         ];
-        collective.all_reduce_sum_host(&mut agreed);
+        collective.all_reduce_sum_host(&mut agreed)?;
         let ok = agreed[3] == 0.0;
         let lr = self.schedule.lr(self.step);
         self.faults

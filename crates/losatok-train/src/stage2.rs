@@ -224,13 +224,13 @@ impl<B: AutodiffBackend> LosatokTrainer<B> {
                 acc_d.accumulate(&self.disc, GradientsParams::from_grads(grads, &self.disc));
             }
             let mut grads_d = acc_d.grads();
-            all_reduce_gradients(&self.disc, &mut grads_d, collective, BUCKET_BYTES);
+            all_reduce_gradients(&self.disc, &mut grads_d, collective, BUCKET_BYTES)?;
             d_norm = match self.cfg.optim_d.grad_clip {
                 Some(c) => clip_grad_norm(&self.disc, &mut grads_d, c),
                 None => grad_norm(&self.disc, &grads_d),
             };
             let mut flag = [(bad_input || !all_finite(&[sums[6], d_norm])) as u8 as f64];
-            collective.all_reduce_sum_host(&mut flag);
+            collective.all_reduce_sum_host(&mut flag)?;
             d_ok = flag[0] == 0.0;
             if d_ok {
                 let lr = self.sched_d.lr(step);
@@ -293,7 +293,7 @@ impl<B: AutodiffBackend> LosatokTrainer<B> {
             acc_g.accumulate(&self.model, GradientsParams::from_grads(grads, &self.model));
         }
         let mut grads_g = acc_g.grads();
-        all_reduce_gradients(&self.model, &mut grads_g, collective, BUCKET_BYTES);
+        all_reduce_gradients(&self.model, &mut grads_g, collective, BUCKET_BYTES)?;
         let g_norm = match self.cfg.optim_g.grad_clip {
             Some(c) => clip_grad_norm(&self.model, &mut grads_g, c),
             None => grad_norm(&self.model, &grads_g),
@@ -308,7 +308,7 @@ impl<B: AutodiffBackend> LosatokTrainer<B> {
             sums[6],
             (bad_input || !all_finite(&[sums[0], g_norm])) as u8 as f64,
         ];
-        collective.all_reduce_sum_host(&mut agreed);
+        collective.all_reduce_sum_host(&mut agreed)?;
         let g_ok = agreed[7] == 0.0;
         let lr = self.sched_g.lr(step);
         if g_ok {

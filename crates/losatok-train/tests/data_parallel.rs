@@ -83,6 +83,9 @@ fn stage2_cfg(accum: usize) -> Stage2Config {
     c
 }
 
+/// One training step of a trainer on a slice of rows starting at a global row.
+type StepFn<'a> = dyn FnMut(&mut LosatokTrainer<Ad>, &[f32], u64) + 'a;
+
 #[test]
 fn stage2_ranks_accumulation_and_one_big_batch_agree() {
     let dev = Default::default();
@@ -93,9 +96,7 @@ fn stage2_ranks_accumulation_and_one_big_batch_agree() {
     let (n, rows, samples) = (2usize, 4usize, 10_240usize);
     let data = batch(rows, samples);
 
-    let run = |cfg: &Stage2Config,
-               rows: std::ops::Range<usize>,
-               c: &mut dyn FnMut(&mut LosatokTrainer<Ad>, &[f32], u64)| {
+    let run = |cfg: &Stage2Config, rows: std::ops::Range<usize>, c: &mut StepFn| {
         let mut t = LosatokTrainer::new(model.clone(), disc.clone(), cfg);
         for _ in 0..STEPS {
             c(
@@ -206,4 +207,101 @@ fn stage1_ranks_accumulation_and_one_big_batch_agree() {
         eprintln!("stage 1, {name} vs one batch: {d:.2e}");
         assert!(d <= TOL, "{name}: {d}");
     }
+}
+
+/// The SemBo weights of a stage-1 export.
+fn exported_sembo(path: &Path) -> Vec<f32> {
+    let src = losatok_models::checkpoint::TensorSource::open(path, "").unwrap();
+    let mut keys: Vec<String> = src
+        .keys()
+        .filter(|k| k.starts_with("bottleneck."))
+        .map(str::to_string)
+        .collect();
+    keys.sort();
+    assert!(!keys.is_empty());
+    keys.iter().flat_map(|k| src.read_f32(k).unwrap()).collect()
+}
+
+#[test]
+fn a_run_checkpointed_by_two_ranks_resumes_on_one_rank_with_the_same_result() {
+    use losatok_train::data::synthesize_dataset;
+    use losatok_train::{train_stage1, RunOptions};
+    let tmp = tempfile::tempdir().unwrap();
+    let manifest = synthesize_dataset(&tmp.path().join("data"), 8.0, 3).unwrap();
+    let mut cfg = stage1_config(&manifest, 4, 0, 1);
+    cfg.optim = linear_adamw();
+    cfg.run.batch_size = 4;
+    cfg.run.checkpoint_every = 2;
+    cfg.run.keep_checkpoints = 2;
+    let dev = Default::default();
+    let opts = |dir: &str, resume: bool, stop_at: Option<u64>| RunOptions {
+        run_dir: tmp.path().join(dir),
+        config_dir: tmp.path().to_path_buf(),
+        resume,
+        stop_at,
+        ..RunOptions::default()
+    };
+
+    // one rank, 4 steps
+    let whole = train_stage1::<Ad, _>(&cfg, &opts("whole", false, None), &dev, &mut Local).unwrap();
+    // two ranks for 2 steps (rank 0 writes the checkpoint), then one rank to the end: the
+    // global batch is the same, so it is the same run
+    let handles: Vec<_> = InProcess::group(2)
+        .into_iter()
+        .map(|mut c| {
+            let (cfg, o) = (cfg.clone(), opts("split", false, Some(2)));
+            std::thread::spawn(move || {
+                train_stage1::<Ad, _>(&cfg, &o, &Default::default(), &mut c).map(|s| s.steps)
+            })
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap().unwrap(), 2);
+    }
+    let split = train_stage1::<Ad, _>(&cfg, &opts("split", true, None), &dev, &mut Local).unwrap();
+    assert_eq!(split.resumed_from, Some(2));
+    let (a, b) = (
+        exported_sembo(&whole.export.unwrap()),
+        exported_sembo(&split.export.unwrap()),
+    );
+    let d = max_diff(&a, &b);
+    eprintln!("2 ranks then 1 rank vs 1 rank throughout: {d:.2e}");
+    assert!(d <= TOL, "{d}");
+}
+
+#[test]
+fn a_rank_that_fails_to_start_stops_every_rank() {
+    use losatok_train::data::synthesize_dataset;
+    use losatok_train::{train_stage1, RunOptions};
+    let tmp = tempfile::tempdir().unwrap();
+    let good = synthesize_dataset(&tmp.path().join("data"), 4.0, 3).unwrap();
+    // rank 1 gets a manifest that does not exist; rank 0 must not wait for it for ever
+    let handles: Vec<_> = InProcess::group(2)
+        .into_iter()
+        .map(|mut c| {
+            let r = <InProcess as Collective<Inner>>::rank(&c);
+            let manifest = match r {
+                0 => good.clone(),
+                _ => tmp.path().join("missing.jsonl"),
+            };
+            let cfg = stage1_config(&manifest, 2, 0, 1);
+            let o = RunOptions {
+                run_dir: tmp.path().join("run"),
+                config_dir: tmp.path().to_path_buf(),
+                ..RunOptions::default()
+            };
+            std::thread::spawn(move || {
+                train_stage1::<Ad, _>(&cfg, &o, &Default::default(), &mut c)
+                    .unwrap_err()
+                    .to_string()
+            })
+        })
+        .collect();
+    let errors: Vec<String> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(errors[1].contains("missing.jsonl"), "{}", errors[1]);
+    assert!(
+        errors[0].contains("rank 0 stops: 1 other rank(s) failed to start"),
+        "{}",
+        errors[0]
+    );
 }
