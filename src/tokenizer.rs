@@ -2,6 +2,7 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use burn::prelude::*;
@@ -89,7 +90,8 @@ pub struct Tokenizer<B: Backend> {
 }
 
 /// SHA-256 of files read in order (streamed; the checkpoint is never held in memory twice).
-fn sha256_of(paths: &[PathBuf]) -> Result<String, Error> {
+/// Gives up with `None` as soon as `cancel` is set.
+fn sha256_of(paths: &[PathBuf], cancel: &AtomicBool) -> Result<Option<String>, Error> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     for p in paths {
@@ -105,10 +107,15 @@ fn sha256_of(paths: &[PathBuf]) -> Result<String, Error> {
             if n == 0 {
                 break;
             }
+            if cancel.load(Ordering::Relaxed) {
+                return Ok(None);
+            }
             h.update(&buf[..n]);
         }
     }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(Some(
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect(),
+    ))
 }
 
 impl<B: Backend> Tokenizer<B> {
@@ -121,8 +128,23 @@ impl<B: Backend> Tokenizer<B> {
         device: &B::Device,
     ) -> Result<Self, Error> {
         let source = open_losatok_checkpoint(checkpoint, config)?;
-        let (model, config, report) = load_losatok::<B>(config, &source, checkpoint, device)?;
-        let sha = sha256_of(&report.files)?;
+        // Hash the files on a second thread while the weights load (loading is single-threaded;
+        // both read the same pages). A failed load cancels the hash.
+        let files = source.paths();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let hashing = {
+            let cancel = Arc::clone(&cancel);
+            std::thread::spawn(move || sha256_of(&files, &cancel))
+        };
+        let loaded = load_losatok::<B>(config, &source, checkpoint, device);
+        if loaded.is_err() {
+            cancel.store(true, Ordering::Relaxed);
+        }
+        let hashed = hashing
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        let (model, config, report) = loaded?;
+        let sha = hashed?.expect("hash is cancelled only when loading failed");
         tracing::info!(
             tensors = report.tensors,
             qkv_bias = report.qkv_bias,

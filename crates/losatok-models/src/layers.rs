@@ -1,8 +1,10 @@
 //! Small building blocks shared by the modules.
 
 use burn::module::Param;
-use burn::nn::{Gelu, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
+
+use crate::fused::gelu;
 
 /// `Linear → exact GELU → Linear` (transformer MLP, SemBo compressor and restorer).
 #[derive(Module, Debug)]
@@ -11,7 +13,6 @@ pub struct Mlp<B: Backend> {
     pub fc1: Linear<B>,
     /// Second projection.
     pub fc2: Linear<B>,
-    act: Gelu,
 }
 
 impl<B: Backend> Mlp<B> {
@@ -20,13 +21,12 @@ impl<B: Backend> Mlp<B> {
         Self {
             fc1: LinearConfig::new(d_in, hidden).init(device),
             fc2: LinearConfig::new(hidden, d_out).init(device),
-            act: Gelu::new(),
         }
     }
 
     /// `fc2(GELU(fc1(x)))` with the exact (erf) GELU.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        self.fc2.forward(self.act.forward(self.fc1.forward(x)))
+        self.fc2.forward(gelu(self.fc1.forward(x)))
     }
 }
 

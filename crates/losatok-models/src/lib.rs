@@ -9,6 +9,7 @@ pub mod chunked;
 pub mod config;
 pub mod dasheng;
 pub mod discriminator;
+pub mod fused;
 pub mod latent;
 pub mod layers;
 pub mod losatok;

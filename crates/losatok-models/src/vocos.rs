@@ -2,11 +2,12 @@
 
 use burn::module::Param;
 use burn::nn::conv::{Conv1d, Conv1dConfig, ConvTranspose1d, ConvTranspose1dConfig};
-use burn::nn::{Gelu, LayerNorm, Linear, LinearConfig, PaddingConfig1d};
+use burn::nn::{LayerNorm, Linear, LinearConfig, PaddingConfig1d};
 use burn::prelude::*;
 use losatok_dsp::{Istft, IstftConfig, IstftPadding};
 
 use crate::config::TokenizerConfig;
+use crate::fused::gelu;
 use crate::layers::{broadcast_last, layer_norm};
 
 /// LayerNorm epsilon of every Vocos norm.
@@ -27,7 +28,6 @@ pub struct ConvNeXtBlock<B: Backend> {
     pub pwconv2: Linear<B>,
     /// Layer scale `[C]`.
     pub gamma: Param<Tensor<B, 1>>,
-    act: Gelu,
 }
 
 impl<B: Backend> ConvNeXtBlock<B> {
@@ -35,9 +35,7 @@ impl<B: Backend> ConvNeXtBlock<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let h = self.dwconv.forward(x.clone()).swap_dims(1, 2);
         let h = self.norm.forward(h);
-        let h = self
-            .pwconv2
-            .forward(self.act.forward(self.pwconv1.forward(h)));
+        let h = self.pwconv2.forward(gelu(self.pwconv1.forward(h)));
         let h = h * broadcast_last::<B, 3>(self.gamma.val());
         x + h.swap_dims(1, 2)
     }
@@ -154,7 +152,6 @@ impl TokenizerConfig {
                     1.0 / self.decoder_depth as f64,
                     device,
                 )),
-                act: Gelu::new(),
             })
             .collect();
         VocosDecoder {
