@@ -13,9 +13,10 @@
 //! audio) next to criterion's statistics.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use burn::prelude::*;
+use common::{median_s, sizes, timed};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use losatok::models::checkpoint::export_safetensors;
 use losatok::{FileOptions, LosatokConfig, Sampling, Tokenizer};
@@ -25,22 +26,9 @@ type B = losatok::Cuda;
 #[cfg(not(feature = "cuda"))]
 type B = losatok::Cpu;
 
-const SR: usize = 16_000;
+mod common;
 
-/// The sizes to run: `LOSATOK_BENCH_SIZES` (comma-separated `tiny`, `full`), default both.
-fn sizes() -> Vec<(&'static str, LosatokConfig)> {
-    let wanted = std::env::var("LOSATOK_BENCH_SIZES").unwrap_or_else(|_| "tiny,full".into());
-    let mut out = Vec::new();
-    for name in wanted.split(',').map(str::trim) {
-        match name {
-            "tiny" => out.push(("tiny", LosatokConfig::tiny())),
-            "full" => out.push(("full", LosatokConfig::official())),
-            "" => {}
-            other => panic!("LOSATOK_BENCH_SIZES: unknown size {other:?} (tiny, full)"),
-        }
-    }
-    out
-}
+const SR: usize = 16_000;
 
 /// A deterministic test signal: a chirp plus noise, at speech-like level.
 fn signal(seconds: f64) -> Vec<f32> {
@@ -69,25 +57,10 @@ fn random_checkpoint(cfg: &LosatokConfig, dir: &std::path::Path) -> PathBuf {
     path
 }
 
-/// Time `f` over criterion's iterations, and remember the durations for the RTF line.
-fn timed<F: FnMut()>(samples: &mut Vec<Duration>, iters: u64, mut f: F) -> Duration {
-    let mut total = Duration::ZERO;
-    for _ in 0..iters {
-        let t = Instant::now();
-        f();
-        let d = t.elapsed();
-        samples.push(d);
-        total += d;
-    }
-    total
-}
-
 fn report_rtf(label: &str, samples: &mut [Duration], audio_seconds: f64) {
-    if samples.is_empty() {
+    let Some(median) = median_s(samples) else {
         return;
-    }
-    samples.sort();
-    let median = samples[samples.len() / 2].as_secs_f64();
+    };
     println!(
         "{label}: median {median:.3} s for {audio_seconds:.0} s of audio → RTF {:.4} ({:.1}× real time)",
         median / audio_seconds,
@@ -121,11 +94,9 @@ fn bench(c: &mut Criterion) {
                 })
             })
         });
-        load_times.sort();
-        if let Some(m) = load_times.get(load_times.len() / 2) {
+        if let Some(m) = median_s(&mut load_times) {
             println!(
-                "{size}/load: median {:.3} s for {:.2} GB",
-                m.as_secs_f64(),
+                "{size}/load: median {m:.3} s for {:.2} GB",
                 bytes as f64 / 1e9
             );
         }

@@ -16,11 +16,11 @@
 //! step and audio seconds trained per second.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use burn::backend::Autodiff;
+use common::{median_s, sizes, timed};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use losatok::LosatokConfig;
 use losatok_train::collective::Local;
 use losatok_train::config::ModelSpec;
 use losatok_train::data::{synth_clip, SynthKind};
@@ -35,25 +35,11 @@ type B = losatok::Cuda;
 type B = losatok::Cpu;
 type Ad = Autodiff<B>;
 
+mod common;
+
 const SR: usize = 16_000;
 /// The paper's training segment.
 const SEGMENT: usize = 48_000;
-
-/// The sizes to run (`LOSATOK_BENCH_SIZES`, comma-separated `tiny`, `full`; default both), with
-/// the model preset each names.
-fn sizes() -> Vec<(&'static str, LosatokConfig)> {
-    let wanted = std::env::var("LOSATOK_BENCH_SIZES").unwrap_or_else(|_| "tiny,full".into());
-    let mut out = Vec::new();
-    for name in wanted.split(',').map(str::trim) {
-        match name {
-            "tiny" => out.push(("tiny", LosatokConfig::tiny())),
-            "full" => out.push(("full", LosatokConfig::official())),
-            "" => {}
-            other => panic!("LOSATOK_BENCH_SIZES: unknown size {other:?} (tiny, full)"),
-        }
-    }
-    out
-}
 
 fn batch_size(size: &str) -> usize {
     if let Ok(v) = std::env::var("LOSATOK_BENCH_BATCH") {
@@ -76,25 +62,10 @@ fn batch(rows: usize) -> Vec<f32> {
         .collect()
 }
 
-/// Time one call of `step` per iteration; returns the total and records each duration.
-fn timed(samples: &mut Vec<Duration>, iters: u64, mut step: impl FnMut()) -> Duration {
-    let mut total = Duration::ZERO;
-    for _ in 0..iters {
-        let t = Instant::now();
-        step();
-        let d = t.elapsed();
-        samples.push(d);
-        total += d;
-    }
-    total
-}
-
 fn report(label: &str, samples: &mut [Duration], rows: usize) {
-    if samples.is_empty() {
+    let Some(median) = median_s(samples) else {
         return;
-    }
-    samples.sort();
-    let median = samples[samples.len() / 2].as_secs_f64();
+    };
     let audio = (rows * SEGMENT) as f64 / SR as f64;
     println!(
         "{label}: median {median:.3} s per step (batch {rows} × 3 s) → {:.2} s of audio trained per second",
