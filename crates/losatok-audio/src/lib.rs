@@ -28,7 +28,8 @@ mod stream;
 mod wav;
 
 pub use decode::{
-    decode, probe, AudioDecoder, AudioInfo, Container, DecodedAudio, DEFAULT_BLOCK_FRAMES,
+    decode, probe, AudioDecoder, AudioInfo, Container, DecodedAudio, PcmEncoding,
+    DEFAULT_BLOCK_FRAMES,
 };
 pub use error::{AudioError, MAX_CHANNELS, MAX_SAMPLE_RATE};
 pub use mix::{downmix, downmix_interleaved};

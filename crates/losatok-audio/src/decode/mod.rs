@@ -31,6 +31,7 @@ use std::io::{BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use crate::error::AudioError;
+pub use riff::Encoding as PcmEncoding;
 use riff::WavSource;
 use sym::SymSource;
 

@@ -26,9 +26,10 @@ const SUBTYPE_GUID_TAIL: [u8; 14] = [
 /// A fmt chunk larger than this is treated as corrupt.
 const MAX_FMT_LEN: u32 = 1 << 16;
 
-/// Sample encodings decoded natively.
+/// Sample encodings of uncompressed WAV data, decoded natively (public as
+/// [`crate::PcmEncoding`], for readers that seek into WAV files themselves).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Encoding {
+pub enum Encoding {
     /// Unsigned 8-bit, offset 128.
     U8,
     /// Signed 16-bit little endian.
@@ -45,7 +46,7 @@ pub(crate) enum Encoding {
 
 impl Encoding {
     /// Bytes per sample.
-    pub(crate) fn width(self) -> usize {
+    pub fn width(self) -> usize {
         match self {
             Encoding::U8 => 1,
             Encoding::S16 => 2,
@@ -56,7 +57,7 @@ impl Encoding {
     }
 
     /// Short codec name reported in [`crate::AudioInfo::codec`].
-    pub(crate) fn codec_name(self) -> &'static str {
+    pub fn codec_name(self) -> &'static str {
         match self {
             Encoding::U8 => "pcm_u8",
             Encoding::S16 => "pcm_s16le",
@@ -67,9 +68,29 @@ impl Encoding {
         }
     }
 
+    /// The encoding whose [`codec_name`](Self::codec_name) is `name`.
+    pub fn from_codec_name(name: &str) -> Option<Self> {
+        [
+            Encoding::U8,
+            Encoding::S16,
+            Encoding::S24,
+            Encoding::S32,
+            Encoding::F32,
+            Encoding::F64,
+        ]
+        .into_iter()
+        .find(|e| e.codec_name() == name)
+    }
+
     /// Whether samples are floating point (and so may be NaN or infinite).
-    pub(crate) fn is_float(self) -> bool {
+    pub fn is_float(self) -> bool {
         matches!(self, Encoding::F32 | Encoding::F64)
+    }
+
+    /// Append the samples of `raw` (whole samples of this encoding) to `out` as f32, scaled as
+    /// the WAV reader scales them (see [`convert`]).
+    pub fn convert(self, raw: &[u8], out: &mut Vec<f32>) {
+        convert(self, raw, out)
     }
 }
 

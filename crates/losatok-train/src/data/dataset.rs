@@ -75,7 +75,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use losatok_audio::{
     downmix_interleaved, resampled_len, AudioDecoder, AudioError, AudioInfo, Container,
-    StreamingResampler,
+    PcmEncoding, StreamingResampler,
 };
 
 use super::manifest::ManifestEntry;
@@ -220,74 +220,6 @@ pub struct SkipStats {
     pub failed_draws: u64,
     /// Items that needed more than one draw.
     pub replaced_items: u64,
-}
-
-/// Sample encoding of an uncompressed WAV data chunk (as `losatok-audio` decodes it).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum PcmEncoding {
-    U8,
-    S16,
-    S24,
-    S32,
-    F32,
-    F64,
-}
-
-impl PcmEncoding {
-    fn from_codec(codec: &str) -> Option<Self> {
-        Some(match codec {
-            "pcm_u8" => PcmEncoding::U8,
-            "pcm_s16le" => PcmEncoding::S16,
-            "pcm_s24le" => PcmEncoding::S24,
-            "pcm_s32le" => PcmEncoding::S32,
-            "pcm_f32le" => PcmEncoding::F32,
-            "pcm_f64le" => PcmEncoding::F64,
-            _ => return None,
-        })
-    }
-
-    fn width(self) -> usize {
-        match self {
-            PcmEncoding::U8 => 1,
-            PcmEncoding::S16 => 2,
-            PcmEncoding::S24 => 3,
-            PcmEncoding::S32 | PcmEncoding::F32 => 4,
-            PcmEncoding::F64 => 8,
-        }
-    }
-
-    fn is_float(self) -> bool {
-        matches!(self, PcmEncoding::F32 | PcmEncoding::F64)
-    }
-
-    /// Same conversion as `losatok-audio`'s WAV reader (libsndfile scaling).
-    fn convert(self, raw: &[u8], out: &mut Vec<f32>) {
-        out.reserve(raw.len() / self.width());
-        match self {
-            PcmEncoding::U8 => out.extend(
-                raw.iter()
-                    .map(|&b| (i32::from(b) - 128) as f32 * (1.0 / 128.0)),
-            ),
-            PcmEncoding::S16 => out.extend(
-                raw.chunks_exact(2)
-                    .map(|c| f32::from(i16::from_le_bytes([c[0], c[1]])) * (1.0 / 32_768.0)),
-            ),
-            PcmEncoding::S24 => out.extend(raw.chunks_exact(3).map(|c| {
-                let v = i32::from_le_bytes([0, c[0], c[1], c[2]]) >> 8;
-                v as f32 * (1.0 / 8_388_608.0)
-            })),
-            PcmEncoding::S32 => out.extend(raw.chunks_exact(4).map(|c| {
-                i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32 * (1.0 / 2_147_483_648.0)
-            })),
-            PcmEncoding::F32 => out.extend(
-                raw.chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-            ),
-            PcmEncoding::F64 => out.extend(raw.chunks_exact(8).map(|c| {
-                f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
-            })),
-        }
-    }
 }
 
 /// Location of the samples of an uncompressed WAV file, for seeking.
@@ -732,7 +664,7 @@ fn file_meta(path: &Path, manifest_duration: Option<f64>) -> Result<FileMeta, Au
     let mut dec = AudioDecoder::open(path)?;
     let info = dec.info().clone();
     if info.container == Container::Wav {
-        if let Some(encoding) = PcmEncoding::from_codec(info.codec) {
+        if let Some(encoding) = PcmEncoding::from_codec_name(info.codec) {
             if let Some((data_offset, frames)) = wav_layout(path, &info, encoding)? {
                 if frames == 0 {
                     return Err(AudioError::NoSamples {
