@@ -43,7 +43,7 @@ pub use error::Error;
 pub use features_file::{FeatureFile, FeatureMetadata, FeatureWriter};
 pub use losatok_audio::WavFormat;
 pub use losatok_models::{Features, Losatok, LosatokConfig, Sampling};
-pub use tokenizer::{FileOptions, FileSummary, Progress, Tokenizer};
+pub use tokenizer::{file_blocks, FileOptions, FileSummary, Progress, Tokenizer};
 
 use burn::prelude::*;
 

@@ -118,6 +118,49 @@ fn sha256_of(paths: &[PathBuf], cancel: &AtomicBool) -> Result<Option<String>, E
     ))
 }
 
+/// A file's 16 kHz mono blocks as [`Mono16kStream`] reads them, cut at `max_samples`, for
+/// [`Tokenizer::encode_stream`]. After each block, `on_block(samples so far, total)` is called
+/// (the total when the file's length is known in advance).
+pub fn file_blocks(
+    path: &Path,
+    max_samples: Option<u64>,
+    on_block: impl Fn(u64, Option<u64>),
+) -> Result<impl Iterator<Item = Result<Vec<f32>, Error>>, Error> {
+    let stream = Mono16kStream::open(path)?;
+    let total = stream
+        .info()
+        .frames
+        .map(|f| losatok_audio::resampled_len(f, stream.sample_rate(), 16_000) as u64)
+        .map(|t| max_samples.map_or(t, |m| t.min(m)));
+    let mut done = 0u64;
+    let mut stream = Some(stream);
+    Ok(std::iter::from_fn(move || {
+        let s = stream.as_mut()?;
+        if max_samples.is_some_and(|m| done >= m) {
+            stream = None;
+            return None;
+        }
+        match s.next_block() {
+            Ok(Some(mut block)) => {
+                if let Some(m) = max_samples {
+                    block.truncate((m - done).min(block.len() as u64) as usize);
+                }
+                done += block.len() as u64;
+                on_block(done, total);
+                Some(Ok(block))
+            }
+            Ok(None) => {
+                stream = None;
+                None
+            }
+            Err(e) => {
+                stream = None;
+                Some(Err(e.into()))
+            }
+        }
+    }))
+}
+
 impl<B: Backend> Tokenizer<B> {
     /// Load a LoSATok checkpoint (`losatok_kl1e-*.pth`, raw or `{"state_dict": …}`, or a
     /// safetensors export) built with `config`. If the checkpoint lacks the semantic encoder,
@@ -328,53 +371,24 @@ impl<B: Backend> Tokenizer<B> {
         Ok(summary)
     }
 
-    /// A file's 16 kHz blocks, cut at `max_samples`, for [`Self::encode_stream`].
+    /// A file's 16 kHz blocks, cut at `max_samples`, for [`Self::encode_stream`], reporting
+    /// pass `pass` of 2 to `progress`.
     fn file_blocks(
         path: &Path,
         max_samples: Option<u64>,
         pass: u8,
         progress: Option<ProgressFn>,
     ) -> Result<impl Iterator<Item = Result<Vec<f32>, Error>>, Error> {
-        let stream = Mono16kStream::open(path)?;
-        let total = stream
-            .info()
-            .frames
-            .map(|f| losatok_audio::resampled_len(f, stream.sample_rate(), 16_000) as u64)
-            .map(|t| max_samples.map_or(t, |m| t.min(m)));
-        let mut done = 0u64;
-        let mut stream = Some(stream);
-        Ok(std::iter::from_fn(move || {
-            let s = stream.as_mut()?;
-            if max_samples.is_some_and(|m| done >= m) {
-                stream = None;
-                return None;
+        file_blocks(path, max_samples, move |done, total| {
+            if let Some(p) = &progress {
+                p(Progress {
+                    pass,
+                    passes: 2,
+                    done,
+                    total,
+                });
             }
-            match s.next_block() {
-                Ok(Some(mut block)) => {
-                    if let Some(m) = max_samples {
-                        block.truncate((m - done).min(block.len() as u64) as usize);
-                    }
-                    done += block.len() as u64;
-                    if let Some(p) = &progress {
-                        p(Progress {
-                            pass,
-                            passes: 2,
-                            done,
-                            total,
-                        });
-                    }
-                    Some(Ok(block))
-                }
-                Ok(None) => {
-                    stream = None;
-                    None
-                }
-                Err(e) => {
-                    stream = None;
-                    Some(Err(e.into()))
-                }
-            }
-        }))
+        })
     }
 
     fn max_samples(opts: &FileOptions) -> Result<Option<u64>, Error> {

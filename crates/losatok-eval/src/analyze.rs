@@ -583,7 +583,7 @@ pub fn accumulate_file<B: Backend>(
     let mut acc = FileAccumulator::new();
     let summary = tok
         .encode_stream(
-            |_pass| file_blocks(path, max_samples),
+            |_pass| losatok::file_blocks(path, max_samples, |_, _| {}),
             Sampling::Mean,
             |f| {
                 acc.add(&f);
@@ -600,39 +600,6 @@ pub fn accumulate_file<B: Backend>(
             other => EvalError::Losatok(other),
         })?;
     Ok((acc, summary.samples as u64))
-}
-
-/// A file's 16 kHz mono blocks, cut at `max_samples`.
-pub fn file_blocks(
-    path: &Path,
-    max_samples: Option<u64>,
-) -> Result<impl Iterator<Item = Result<Vec<f32>, losatok::Error>>, losatok::Error> {
-    let mut stream = Some(losatok::audio::Mono16kStream::open(path)?);
-    let mut done = 0u64;
-    Ok(std::iter::from_fn(move || {
-        let s = stream.as_mut()?;
-        if max_samples.is_some_and(|m| done >= m) {
-            stream = None;
-            return None;
-        }
-        match s.next_block() {
-            Ok(Some(mut block)) => {
-                if let Some(m) = max_samples {
-                    block.truncate((m - done).min(block.len() as u64) as usize);
-                }
-                done += block.len() as u64;
-                Some(Ok(block))
-            }
-            Ok(None) => {
-                stream = None;
-                None
-            }
-            Err(e) => {
-                stream = None;
-                Some(Err(e.into()))
-            }
-        }
-    }))
 }
 
 #[cfg(test)]
