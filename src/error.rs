@@ -28,8 +28,12 @@ pub enum Error {
         source: StreamError,
     },
     /// The output exists and overwriting was not asked for.
-    #[error("{} already exists (use --force to overwrite)", .0.display())]
+    #[error("{} already exists", .0.display())]
     OutputExists(PathBuf),
+    /// An output (or input) the file layer refuses: a device or FIFO as the destination, the
+    /// output being the input, a folder in use by another process, a signal stopping the work.
+    #[error(transparent)]
+    File(losatok_fs::FsError),
     /// An output could not be written.
     #[error("cannot write {}: {message}", path.display())]
     Write {
@@ -57,4 +61,48 @@ pub enum Error {
     /// An invalid argument.
     #[error("{0}")]
     InvalidInput(String),
+}
+
+impl Error {
+    /// The same error naming `shown` instead of `actual` (the temporary file an input stream
+    /// was copied to, shown as `-`).
+    pub(crate) fn with_path(self, actual: &std::path::Path, shown: &std::path::Path) -> Self {
+        if actual == shown {
+            return self;
+        }
+        let swap = |p: PathBuf| if p == actual { shown.to_path_buf() } else { p };
+        match self {
+            Error::Audio(e) => Error::Audio(e.with_path(actual, shown)),
+            Error::Signal { path, source } => Error::Signal {
+                path: path.map(swap),
+                source,
+            },
+            Error::Read { path, message } => Error::Read {
+                path: swap(path),
+                message,
+            },
+            Error::BadLatent { path, message } => Error::BadLatent {
+                path: swap(path),
+                message,
+            },
+            other => other,
+        }
+    }
+
+    /// An error of the file layer met while writing `path`, as the most specific variant.
+    pub(crate) fn from_fs(path: &std::path::Path, e: losatok_fs::FsError) -> Self {
+        use losatok_fs::FsError;
+        match e {
+            FsError::Exists { .. } => Error::OutputExists(path.to_path_buf()),
+            FsError::Write { source, .. } => Error::Write {
+                path: path.to_path_buf(),
+                message: source.to_string(),
+            },
+            FsError::Read { path, source } => Error::Read {
+                path,
+                message: source.to_string(),
+            },
+            other => Error::File(other),
+        }
+    }
 }

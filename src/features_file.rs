@@ -6,14 +6,17 @@
 //! samples the features were computed from, the sampling mode and the checkpoint's SHA-256.
 //!
 //! [`FeatureWriter`] appends frames as they are computed (each tensor spooled to its own
-//! temporary file next to the destination) and assembles the file atomically at the end, so
-//! memory does not grow with the length of the audio and a failure leaves nothing behind.
+//! temporary file next to the destination) and assembles the file atomically at the end
+//! (through [`losatok_fs::AtomicFile`]), so memory does not grow with the length of the audio
+//! and a failure, or a signal, leaves nothing behind.
 //! [`FeatureFile`] memory-maps a file and reads any frame range of a tensor.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+
+use losatok_fs::{AtomicFile, Target, TempFile};
 
 use crate::error::Error;
 
@@ -75,7 +78,9 @@ impl FeatureMetadata {
 struct Spool {
     name: String,
     dim: usize,
-    file: BufWriter<tempfile::NamedTempFile>,
+    file: BufWriter<File>,
+    /// Removes the spool file when dropped.
+    _temp: TempFile,
     values: u64,
 }
 
@@ -90,25 +95,7 @@ pub struct FeatureWriter {
 fn write_err(path: &Path, e: std::io::Error) -> Error {
     Error::Write {
         path: path.to_path_buf(),
-        message: without_temp_path(e).to_string(),
-    }
-}
-
-/// An I/O error without the temporary file's path that `tempfile` adds to its messages
-/// ("… at path \"/out/.x.wav.Ab12Cd.tmp\""): the message names the destination instead.
-fn without_temp_path(e: std::io::Error) -> std::io::Error {
-    let text = e.to_string();
-    match text.find(" at path \"") {
-        Some(i) if e.get_ref().is_some() => std::io::Error::new(e.kind(), &text[..i]),
-        _ => e,
-    }
-}
-
-/// The folder a destination file will be created in.
-fn dest_dir(dest: &Path) -> PathBuf {
-    match dest.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
+        message: e.to_string(),
     }
 }
 
@@ -121,26 +108,27 @@ impl FeatureWriter {
         metadata: FeatureMetadata,
         overwrite: bool,
     ) -> Result<Self, Error> {
-        if !overwrite && dest.exists() {
-            return Err(Error::OutputExists(dest.to_path_buf()));
-        }
-        // the spools sit next to the destination, or in the temporary folder when the
-        // destination is a device (whose folder, e.g. /dev, is no place for them)
-        let dir = if is_special_file(dest) {
-            std::env::temp_dir()
-        } else {
-            dest_dir(dest)
-        };
+        // the spools sit next to the destination (its final target, through links), or in the
+        // temporary folder for standard output
+        let spool_dir =
+            match Target::resolve(dest, overwrite).map_err(|e| Error::from_fs(dest, e))? {
+                Target::Stdout => std::env::temp_dir(),
+                Target::File { path, .. } => losatok_fs::temp::parent_dir(&path).to_path_buf(),
+            };
+        let dest_name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "features".into());
         let mut spools = Vec::with_capacity(tensors.len());
         for &(name, dim) in tensors {
-            let file = tempfile::Builder::new()
-                .prefix(".losatok-spool-")
-                .tempfile_in(&dir)
-                .map_err(|e| write_err(dest, e))?;
+            let mut temp = TempFile::new_in(&spool_dir, &format!("{dest_name}.{name}"))
+                .map_err(|e| Error::from_fs(dest, e))?;
+            let file = temp.file().try_clone().map_err(|e| write_err(dest, e))?;
             spools.push(Spool {
                 name: name.to_string(),
                 dim,
                 file: BufWriter::new(file),
+                _temp: temp,
                 values: 0,
             });
         }
@@ -217,36 +205,11 @@ impl FeatureWriter {
         while !text.len().is_multiple_of(8) {
             text.push(' ');
         }
-        if self.overwrite && is_special_file(dest) {
-            // a device or FIFO is written in place, never replaced by a file
-            let mut out = std::fs::OpenOptions::new()
-                .write(true)
-                .open(dest)
-                .map_err(|e| write_err(dest, e))?;
-            return write_assembled(&mut out, &text, self.spools, dest)
-                .and_then(|()| out.flush().map_err(|e| write_err(dest, e)));
-        }
-        let mut builder = tempfile::Builder::new();
-        builder.prefix(".losatok-").suffix(".partial");
-        #[cfg(unix)]
-        {
-            // Regular file permissions (0666 minus the umask) instead of tempfile's 0600.
-            use std::os::unix::fs::PermissionsExt;
-            builder.permissions(std::fs::Permissions::from_mode(0o666));
-        }
-        let out = builder
-            .tempfile_in(dest_dir(dest))
-            .map_err(|e| write_err(dest, e))?;
-        write_assembled(&mut out.as_file(), &text, self.spools, dest)?;
-        out.as_file().sync_all().map_err(|e| write_err(dest, e))?;
-        persist(out, dest, self.overwrite)
+        let mut out =
+            AtomicFile::create(dest, self.overwrite).map_err(|e| Error::from_fs(dest, e))?;
+        write_assembled(&mut out, &text, self.spools, dest)?;
+        out.commit().map_err(|e| Error::from_fs(dest, e))
     }
-}
-
-/// Whether `path` exists and is neither a regular file nor a folder (a device, a FIFO): such
-/// an output is written in place, never replaced.
-fn is_special_file(path: &Path) -> bool {
-    std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir())
 }
 
 /// The header length, the header and every spool's data, in order.
@@ -265,33 +228,10 @@ fn write_assembled(
             .file
             .into_inner()
             .map_err(|e| write_err(dest, e.into_error()))?;
-        f.as_file_mut()
-            .seek(SeekFrom::Start(0))
-            .map_err(|e| write_err(dest, e))?;
-        std::io::copy(&mut f.as_file_mut(), &mut w).map_err(|e| write_err(dest, e))?;
+        f.seek(SeekFrom::Start(0)).map_err(|e| write_err(dest, e))?;
+        std::io::copy(&mut f, &mut w).map_err(|e| write_err(dest, e))?;
     }
     w.flush().map_err(|e| write_err(dest, e))
-}
-
-/// Move a finished temporary file into place (refusing to replace an existing file unless
-/// `overwrite`).
-pub(crate) fn persist(
-    tmp: tempfile::NamedTempFile,
-    dest: &Path,
-    overwrite: bool,
-) -> Result<(), Error> {
-    let r = if overwrite {
-        tmp.persist(dest).map(|_| ())
-    } else {
-        tmp.persist_noclobber(dest).map(|_| ())
-    };
-    r.map_err(|e| {
-        if e.error.kind() == std::io::ErrorKind::AlreadyExists {
-            Error::OutputExists(dest.to_path_buf())
-        } else {
-            write_err(dest, e.error)
-        }
-    })
 }
 
 /// A tensor's place in a feature file.
@@ -309,6 +249,8 @@ pub struct FeatureFile {
     map: memmap2::Mmap,
     data_start: usize,
     tensors: BTreeMap<String, TensorEntry>,
+    /// The metadata as stored.
+    raw_metadata: BTreeMap<String, String>,
     /// The metadata (defaults where absent).
     pub metadata: FeatureMetadata,
 }
@@ -348,12 +290,12 @@ impl FeatureFile {
         })?;
         let (header_len, st) = safetensors::SafeTensors::read_metadata(&map)
             .map_err(|e| bad(format!("not a valid safetensors file ({e})")))?;
-        let metadata = FeatureMetadata::from_map(
-            st.metadata()
-                .clone()
-                .map(|m| m.into_iter().collect())
-                .unwrap_or_default(),
-        );
+        let raw_metadata: BTreeMap<String, String> = st
+            .metadata()
+            .clone()
+            .map(|m| m.into_iter().collect())
+            .unwrap_or_default();
+        let metadata = FeatureMetadata::from_map(raw_metadata.clone());
         let mut tensors = BTreeMap::new();
         for (name, info) in st.tensors() {
             if info.dtype != safetensors::Dtype::F32 {
@@ -375,8 +317,49 @@ impl FeatureFile {
             map,
             data_start: 8 + header_len,
             tensors,
+            raw_metadata,
             metadata,
         })
+    }
+
+    /// Checks that the metadata, where present, describes latents a model with this sample
+    /// rate and frame rate decodes: `format` is [`FORMAT`] with a known version, and the rates
+    /// match. Files without metadata (written by other tools) pass.
+    pub fn check_metadata(&self, sample_rate: u32, frame_rate: u32) -> Result<(), Error> {
+        let bad = |message: String| Error::BadLatent {
+            path: self.path.clone(),
+            message,
+        };
+        let get = |k: &str| self.raw_metadata.get(k).map(String::as_str);
+        if let Some(f) = get("format") {
+            if f != FORMAT {
+                return Err(bad(format!(
+                    "its metadata says format {f:?}, not {FORMAT:?}: not a LoSATok feature file"
+                )));
+            }
+            if let Some(v) = get("format_version").filter(|v| *v != FORMAT_VERSION) {
+                return Err(bad(format!(
+                    "feature file format version {v:?} is not supported (this version reads {FORMAT_VERSION:?})"
+                )));
+            }
+        }
+        for (key, want, unit) in [
+            ("sample_rate", sample_rate, "Hz"),
+            ("frame_rate", frame_rate, "Hz"),
+        ] {
+            if let Some(v) = get(key) {
+                match v.trim().parse::<u32>() {
+                    Ok(n) if n == want => {}
+                    Ok(n) => {
+                        return Err(bad(format!(
+                            "its metadata says {key} {n} {unit}; this model's is {want} {unit}"
+                        )))
+                    }
+                    Err(_) => return Err(bad(format!("its metadata {key} {v:?} is not a number"))),
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Names of the tensors.

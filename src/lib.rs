@@ -28,7 +28,12 @@
 //!
 //! Crates: [`audio`] (file I/O matching librosa), [`dsp`] (the differentiable STFT / mel layer),
 //! [`models`] (the networks, configs, checkpoints, chunked processing), [`losses`] (training
-//! objectives).
+//! objectives), [`fs`] (how every output is written: atomically, never over an input, never
+//! into a device, with temporaries removed on signals).
+//!
+//! File paths given to the file operations may be `-`: standard input for inputs, standard
+//! output for outputs. Programs that want temporaries removed on Ctrl-C call
+//! [`fs::install_signal_cleanup`] once at start-up.
 
 pub mod error;
 pub mod features_file;
@@ -36,6 +41,7 @@ pub mod tokenizer;
 
 pub use losatok_audio as audio;
 pub use losatok_dsp as dsp;
+pub use losatok_fs as fs;
 pub use losatok_losses as losses;
 pub use losatok_models as models;
 
@@ -43,7 +49,9 @@ pub use error::Error;
 pub use features_file::{FeatureFile, FeatureMetadata, FeatureWriter};
 pub use losatok_audio::WavFormat;
 pub use losatok_models::{Features, Losatok, LosatokConfig, Sampling};
-pub use tokenizer::{file_blocks, FileOptions, FileSummary, Progress, Tokenizer};
+pub use tokenizer::{
+    check_file_outputs, file_blocks, FileOptions, FileSummary, Progress, Tokenizer,
+};
 
 use burn::prelude::*;
 

@@ -69,7 +69,7 @@ impl std::fmt::Debug for FileOptions {
 }
 
 /// What a file operation did.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FileSummary {
     /// 16 kHz input samples used.
     pub input_samples: u64,
@@ -77,6 +77,28 @@ pub struct FileSummary {
     pub frames: u64,
     /// Output samples written (0 for `encode`).
     pub output_samples: u64,
+    /// Things the caller should know that did not stop the work (e.g. a feature file made
+    /// with another checkpoint than the one decoding it), one line each.
+    pub warnings: Vec<String>,
+}
+
+/// The checks every file operation makes before reading anything: each output is new (or may
+/// be replaced), is not a device or folder, is not the input (also through links), and the
+/// outputs are distinct. Nothing is created. Callers may run it early to fail fast.
+pub fn check_file_outputs(input: &Path, outputs: &[&Path], replace: bool) -> Result<(), Error> {
+    for (i, out) in outputs.iter().enumerate() {
+        losatok_fs::check_distinct(input, out).map_err(|e| Error::from_fs(out, e))?;
+        losatok_fs::Target::resolve(out, replace).map_err(|e| Error::from_fs(out, e))?;
+        for other in &outputs[..i] {
+            if other == out || losatok_fs::same_file(other, out) {
+                return Err(Error::InvalidInput(format!(
+                    "{} is given as two different outputs",
+                    out.display()
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A loaded LoSATok model ready to encode and decode.
@@ -396,7 +418,7 @@ impl<B: Backend> Tokenizer<B> {
             None => Ok(None),
             Some(d) if d.is_finite() && d > 0.0 => Ok(Some((d * 16_000.0) as u64)),
             Some(d) => Err(Error::InvalidInput(format!(
-                "--max-duration must be a positive number of seconds, got {d}"
+                "max_duration must be a positive number of seconds, got {d}"
             ))),
         }
     }
@@ -456,6 +478,10 @@ impl<B: Backend> Tokenizer<B> {
     }
 
     /// `losatok encode`: an audio file → a feature file (`z`, `mu`, `logvar`, or all nine).
+    ///
+    /// `input` may be `-` (standard input) or a FIFO, and `output` `-` (standard output); see
+    /// [`losatok_fs`] for how outputs are written. The output's temporary files are created only
+    /// once the input has been read.
     pub fn encode_file(
         &self,
         input: &Path,
@@ -463,6 +489,8 @@ impl<B: Backend> Tokenizer<B> {
         opts: &FileOptions,
     ) -> Result<FileSummary, Error> {
         let max = Self::max_samples(opts)?;
+        check_file_outputs(input, &[output], opts.overwrite)?;
+        let source = losatok_fs::spool_input(input).map_err(|e| Error::from_fs(input, e))?;
         let names: Vec<&'static str> = if opts.all_features {
             Features::<B>::NAMES.to_vec()
         } else {
@@ -472,36 +500,44 @@ impl<B: Backend> Tokenizer<B> {
             samples: 0,
             max_db: 0.0,
         };
-        let mut writer = FeatureWriter::create(
-            output,
-            &self.feature_dims(&names),
-            self.metadata(placeholder, opts.sampling),
-            opts.overwrite,
-        )?;
+        let create = || {
+            FeatureWriter::create(
+                output,
+                &self.feature_dims(&names),
+                self.metadata(placeholder, opts.sampling),
+                opts.overwrite,
+            )
+        };
+        let mut writer = None;
         let mut frames = 0u64;
         let summary = self
             .encode_stream(
-                |pass| Self::file_blocks(input, max, pass, opts.progress.clone()),
+                |pass| Self::file_blocks(source.path(), max, pass, opts.progress.clone()),
                 opts.sampling,
                 |f| {
                     frames += f.num_frames() as u64;
-                    Self::append_features(&mut writer, &names, &f, input)
+                    let w = match &mut writer {
+                        Some(w) => w,
+                        None => writer.insert(create()?),
+                    };
+                    Self::append_features(w, &names, &f, input)
                 },
             )
-            .map_err(Self::signal_err(input))?;
+            .map_err(|e| Self::signal_err(input)(e.with_path(source.path(), input)))?;
+        let mut writer = match writer {
+            Some(w) => w,
+            None => create()?,
+        };
         writer.set_num_samples(summary.samples as u64);
         writer.finish()?;
         Ok(FileSummary {
             input_samples: summary.samples as u64,
             frames,
-            output_samples: 0,
+            ..FileSummary::default()
         })
     }
 
     fn wav_writer(&self, output: &Path, opts: &FileOptions) -> Result<WavWriter, Error> {
-        if !opts.overwrite && output.exists() {
-            return Err(Error::OutputExists(output.to_path_buf()));
-        }
         let spec = WavSpec::mono(self.sample_rate(), opts.wav_format);
         Ok(if opts.overwrite {
             WavWriter::create(output, spec)?
@@ -511,6 +547,8 @@ impl<B: Backend> Tokenizer<B> {
     }
 
     /// `losatok reconstruct`: an audio file → its reconstruction (and optionally all features).
+    ///
+    /// Inputs and outputs may be `-` and FIFOs as for [`encode_file`](Self::encode_file).
     pub fn reconstruct_file(
         &self,
         input: &Path,
@@ -518,10 +556,14 @@ impl<B: Backend> Tokenizer<B> {
         opts: &FileOptions,
     ) -> Result<FileSummary, Error> {
         let max = Self::max_samples(opts)?;
-        let mut wav = self.wav_writer(output, opts)?;
+        let outputs: Vec<&Path> = std::iter::once(output)
+            .chain(opts.save_features.as_deref())
+            .collect();
+        check_file_outputs(input, &outputs, opts.overwrite)?;
+        let source = losatok_fs::spool_input(input).map_err(|e| Error::from_fs(input, e))?;
         let names = Features::<B>::NAMES;
-        let mut features = match &opts.save_features {
-            Some(p) => Some(FeatureWriter::create(
+        let create_features = |p: &Path| {
+            FeatureWriter::create(
                 p,
                 &self.feature_dims(&names),
                 self.metadata(
@@ -532,17 +574,30 @@ impl<B: Backend> Tokenizer<B> {
                     opts.sampling,
                 ),
                 opts.overwrite,
-            )?),
-            None => None,
+            )
+        };
+        // created once the input has been read (the level scan) and encoding gives features
+        let mut writers: Option<(WavWriter, Option<FeatureWriter>)> = None;
+        let create = || -> Result<(WavWriter, Option<FeatureWriter>), Error> {
+            let wav = self.wav_writer(output, opts)?;
+            let features = match &opts.save_features {
+                Some(p) => Some(create_features(p)?),
+                None => None,
+            };
+            Ok((wav, features))
         };
         let mut dec = ChunkedDecoder::new(&self.model, self.decode_window);
         let mut frames = 0u64;
         let summary = self
             .encode_stream(
-                |pass| Self::file_blocks(input, max, pass, opts.progress.clone()),
+                |pass| Self::file_blocks(source.path(), max, pass, opts.progress.clone()),
                 opts.sampling,
                 |f| {
                     frames += f.num_frames() as u64;
+                    let (wav, features) = match &mut writers {
+                        Some(w) => w,
+                        None => writers.insert(create()?),
+                    };
                     if let Some(w) = features.as_mut() {
                         Self::append_features(w, &names, &f, input)?;
                     }
@@ -550,7 +605,11 @@ impl<B: Backend> Tokenizer<B> {
                     Ok(())
                 },
             )
-            .map_err(Self::signal_err(input))?;
+            .map_err(|e| Self::signal_err(input)(e.with_path(source.path(), input)))?;
+        let (mut wav, features) = match writers {
+            Some(w) => w,
+            None => create()?,
+        };
         wav.write(finite_audio(&dec.finish(), input)?)?;
         let output_samples = wav.frames_written();
         if let Some(mut w) = features {
@@ -562,18 +621,42 @@ impl<B: Backend> Tokenizer<B> {
             input_samples: summary.samples as u64,
             frames,
             output_samples,
+            ..FileSummary::default()
         })
     }
 
     /// `losatok decode`: a feature/latent file's `z` → a wav file.
+    ///
+    /// A file whose metadata says it holds something else (another `format`, sample rate or
+    /// frame rate) is refused; one made with another checkpoint is decoded with a warning in
+    /// the summary. Files without metadata (e.g. latents written by other tools) are decoded
+    /// as they are. `input` may be `-` or a FIFO, `output` `-`.
     pub fn decode_file(
         &self,
         input: &Path,
         output: &Path,
         opts: &FileOptions,
     ) -> Result<FileSummary, Error> {
-        let file = FeatureFile::open(input)?;
-        let (t, d) = file.frames_and_dim("z")?;
+        check_file_outputs(input, &[output], opts.overwrite)?;
+        let source = losatok_fs::spool_input(input).map_err(|e| Error::from_fs(input, e))?;
+        let file =
+            FeatureFile::open(source.path()).map_err(|e| e.with_path(source.path(), input))?;
+        let mut warnings = Vec::new();
+        file.check_metadata(self.sample_rate(), self.frame_rate())
+            .map_err(|e| e.with_path(source.path(), input))?;
+        let sha = &file.metadata.checkpoint_sha256;
+        if !sha.is_empty() && !self.checkpoint_sha256.is_empty() && *sha != self.checkpoint_sha256 {
+            warnings.push(format!(
+                "{} was encoded with another checkpoint (SHA-256 {}…) than the one decoding it \
+                 ({}…): the audio will not match the encoded input",
+                input.display(),
+                &sha[..sha.len().min(12)],
+                &self.checkpoint_sha256[..12.min(self.checkpoint_sha256.len())]
+            ));
+        }
+        let (t, d) = file
+            .frames_and_dim("z")
+            .map_err(|e| e.with_path(source.path(), input))?;
         if d != self.latent_dim() {
             return Err(Error::BadLatent {
                 path: input.to_path_buf(),
@@ -589,20 +672,27 @@ impl<B: Backend> Tokenizer<B> {
                 message: "z has no frames".into(),
             });
         }
-        let mut wav = self.wav_writer(output, opts)?;
+        let mut wav = None;
         let mut dec = ChunkedDecoder::new(&self.model, self.decode_window);
         let step = self.decode_window;
         let mut start = 0;
         while start < t {
             let n = step.min(t - start);
-            let z = file.rows("z", start, n)?;
+            let z = file
+                .rows("z", start, n)
+                .map_err(|e| e.with_path(source.path(), input))?;
             if z.iter().any(|v| !v.is_finite()) {
                 return Err(Error::BadLatent {
                     path: input.to_path_buf(),
                     message: "z contains NaN or infinite values".into(),
                 });
             }
-            wav.write(finite_audio(&dec.push(&z), input)?)?;
+            let audio = dec.push(&z);
+            let w = match &mut wav {
+                Some(w) => w,
+                None => wav.insert(self.wav_writer(output, opts)?),
+            };
+            w.write(finite_audio(&audio, input)?)?;
             start += n;
             if let Some(p) = &opts.progress {
                 p(Progress {
@@ -613,6 +703,10 @@ impl<B: Backend> Tokenizer<B> {
                 });
             }
         }
+        let mut wav = match wav {
+            Some(w) => w,
+            None => self.wav_writer(output, opts)?,
+        };
         wav.write(finite_audio(&dec.finish(), input)?)?;
         let output_samples = wav.frames_written();
         wav.finish()?;
@@ -620,6 +714,7 @@ impl<B: Backend> Tokenizer<B> {
             input_samples: 0,
             frames: t as u64,
             output_samples,
+            warnings,
         })
     }
 }

@@ -38,10 +38,11 @@ fn frame_ranges_that_overflow_are_errors() {
     assert!(f.rows("nope", 0, 1).is_err());
 }
 
-/// Written through a symbolic link to the device, so that a regression would replace the
-/// link, never the device.
+/// A device is refused as an output, with or without overwriting, reached directly or
+/// through a symbolic link (so that a regression would replace the link, never the device);
+/// nothing is left behind.
 #[test]
-fn a_device_output_is_written_in_place() {
+fn a_device_output_is_refused() {
     use std::os::unix::fs::FileTypeExt;
     let null = Path::new("/dev/null");
     if !null.exists() {
@@ -51,13 +52,19 @@ fn a_device_output_is_written_in_place() {
     let dir = tempfile::tempdir().unwrap();
     let link = dir.path().join("null.safetensors");
     std::os::unix::fs::symlink(null, &link).unwrap();
-    let mut w =
-        FeatureWriter::create(&link, &[("z", 4)], FeatureMetadata::default(), true).unwrap();
-    w.append("z", &[0.0; 8]).unwrap();
-    w.finish().unwrap();
+    for replace in [true, false] {
+        for dest in [null, link.as_path()] {
+            let e = FeatureWriter::create(dest, &[("z", 4)], FeatureMetadata::default(), replace)
+                .err()
+                .unwrap_or_else(|| panic!("{} accepted", dest.display()));
+            assert!(e.to_string().contains("character device"), "{e}");
+        }
+    }
     let wav = dir.path().join("null.wav");
     std::os::unix::fs::symlink(null, &wav).unwrap();
-    losatok::audio::write_wav(&wav, &[0.0; 100], 16_000, losatok::WavFormat::Pcm16).unwrap();
+    let e = losatok::audio::write_wav(&wav, &[0.0; 100], 16_000, losatok::WavFormat::Pcm16)
+        .unwrap_err();
+    assert!(e.to_string().contains("character device"), "{e}");
     // still links to the device, and nothing else was left in the folder
     for l in [&link, &wav] {
         assert!(std::fs::symlink_metadata(l)
@@ -70,6 +77,4 @@ fn a_device_output_is_written_in_place() {
         .file_type()
         .is_char_device());
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
-    // without overwriting, an existing device is refused like any existing file
-    assert!(FeatureWriter::create(&link, &[("z", 4)], FeatureMetadata::default(), false).is_err());
 }

@@ -6,6 +6,10 @@ use std::path::{Path, PathBuf};
 /// Largest sample rate accepted when reading a file, in Hz.
 pub const MAX_SAMPLE_RATE: u32 = 768_000;
 
+/// Smallest sample rate accepted when reading a file, in Hz. Lower "rates" are damaged headers
+/// (a 16 KB file at 1 Hz would be hours of audio to resample), not audio.
+pub const MIN_SAMPLE_RATE: u32 = 1_000;
+
 /// Largest channel count accepted when reading a file.
 pub const MAX_CHANNELS: usize = 256;
 
@@ -28,6 +32,16 @@ pub enum AudioError {
     IsDirectory {
         /// The directory path.
         path: PathBuf,
+    },
+
+    /// The path is a device, FIFO or socket: never opened (a FIFO blocks until a writer comes,
+    /// a device never ends).
+    #[error("{} is a {kind}, not a regular audio file", .path.display())]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is.
+        kind: &'static str,
     },
 
     /// The operating system refused access to the path.
@@ -91,9 +105,9 @@ pub enum AudioError {
         frame: u64,
     },
 
-    /// The sample rate is 0 or larger than [`MAX_SAMPLE_RATE`].
+    /// The sample rate is below [`MIN_SAMPLE_RATE`] or above [`MAX_SAMPLE_RATE`].
     #[error(
-        "invalid sample rate {rate} Hz in {} (expected 1 to {MAX_SAMPLE_RATE} Hz)",
+        "invalid sample rate {rate} Hz in {} (expected {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz)",
         .path.display()
     )]
     InvalidSampleRate {
@@ -135,8 +149,13 @@ pub enum AudioError {
         source: io::Error,
     },
 
+    /// An output that cannot be written: a device or FIFO as the destination, the same file
+    /// as the input, the process being stopped by a signal.
+    #[error(transparent)]
+    Output(losatok_fs::FsError),
+
     /// The destination exists and overwriting was not allowed.
-    #[error("refusing to overwrite existing file: {}", .path.display())]
+    #[error("{} already exists", .path.display())]
     AlreadyExists {
         /// The destination file.
         path: PathBuf,
@@ -152,6 +171,35 @@ pub enum AudioError {
 }
 
 impl AudioError {
+    /// The same error naming `shown` instead of `actual` (e.g. `-` instead of the temporary
+    /// file standard input was copied to). Errors about other paths are unchanged.
+    pub fn with_path(mut self, actual: &Path, shown: &Path) -> Self {
+        use AudioError::*;
+        match &mut self {
+            NotFound { path }
+            | IsDirectory { path }
+            | NotAFile { path, .. }
+            | PermissionDenied { path }
+            | EmptyFile { path }
+            | UnsupportedFormat { path, .. }
+            | Corrupt { path, .. }
+            | Truncated { path, .. }
+            | NoSamples { path }
+            | NonFinite { path, .. }
+            | InvalidSampleRate { path, .. }
+            | InvalidChannelCount { path, .. }
+            | Read { path, .. }
+            | Write { path, .. }
+            | AlreadyExists { path } => {
+                if path == actual {
+                    *path = shown.to_path_buf();
+                }
+            }
+            Output(_) | InvalidInput(_) | Resampler(_) => {}
+        }
+        self
+    }
+
     /// Maps an `io::Error` met while opening or reading `path` to the most specific variant.
     pub(crate) fn from_read(path: &Path, err: io::Error) -> Self {
         let path = path.to_path_buf();
@@ -163,10 +211,24 @@ impl AudioError {
         }
     }
 
+    /// Maps an output-layer error met while writing `path` to the most specific variant.
+    pub(crate) fn from_fs(path: &Path, err: losatok_fs::FsError) -> Self {
+        use losatok_fs::FsError;
+        match err {
+            FsError::Exists { .. } => AudioError::AlreadyExists {
+                path: path.to_path_buf(),
+            },
+            FsError::IsDirectory { .. } => AudioError::IsDirectory {
+                path: path.to_path_buf(),
+            },
+            FsError::Write { source, .. } => Self::from_write(path, source),
+            other => AudioError::Output(other),
+        }
+    }
+
     /// Maps an `io::Error` met while writing `path`.
     pub(crate) fn from_write(path: &Path, err: io::Error) -> Self {
         let path = path.to_path_buf();
-        let err = without_temp_path(err);
         match err.kind() {
             io::ErrorKind::PermissionDenied => AudioError::PermissionDenied { path },
             io::ErrorKind::IsADirectory => AudioError::IsDirectory { path },
@@ -197,16 +259,6 @@ impl AudioError {
             path: path.to_path_buf(),
             reason: one_line(reason.into()),
         }
-    }
-}
-
-/// An I/O error without the temporary file's path that `tempfile` adds to its messages
-/// ("… at path \"/out/.x.wav.Ab12Cd.tmp\""): the message names the destination instead.
-fn without_temp_path(e: std::io::Error) -> std::io::Error {
-    let text = e.to_string();
-    match text.find(" at path \"") {
-        Some(i) if e.get_ref().is_some() => std::io::Error::new(e.kind(), &text[..i]),
-        _ => e,
     }
 }
 

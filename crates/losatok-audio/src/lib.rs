@@ -14,6 +14,7 @@
 //!   scalar engine, whose output differs by up to ~1e-6. See the `resample` module docs.
 //! * Writing: [`write_wav`], [`write_wav_no_overwrite`] and the streaming [`WavWriter`]
 //!   write 32-bit float (default) or 16-bit PCM WAV atomically.
+//! * Folders: [`walk()`] lists the audio files of a tree and reports what it passes over.
 //!
 //! All failures are reported as [`AudioError`], whose messages are single lines that name
 //! the file concerned. No input file makes this crate panic.
@@ -25,18 +26,22 @@ mod error;
 pub mod mix;
 mod resample;
 mod stream;
+pub mod walk;
 mod wav;
 
 pub use decode::{
     decode, probe, AudioDecoder, AudioInfo, Container, DecodedAudio, PcmEncoding,
     DEFAULT_BLOCK_FRAMES,
 };
-pub use error::{AudioError, MAX_CHANNELS, MAX_SAMPLE_RATE};
+pub use error::{AudioError, MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE};
 pub use mix::{downmix, downmix_interleaved};
 pub use resample::{
     resample, resample_to_16k, resampled_len, StreamingResampler, TARGET_SAMPLE_RATE,
 };
 pub use stream::{load, Mono16kStream};
+pub use walk::{
+    has_extension, is_audio_path, walk, SkipReason, Walk, WalkOptions, AUDIO_EXTENSIONS,
+};
 pub use wav::{write_wav, write_wav_no_overwrite, WavFormat, WavSpec, WavWriter};
 
 #[cfg(test)]

@@ -6,58 +6,20 @@
 //! to even, clipped to the i32 range), and keeps its upper 16 bits (an arithmetic shift, so
 //! in effect `floor(x * 32768)`, with `1.0` clipped to 32767). It is *not* `round(x * 32767)`.
 //!
-//! The file is written to a temporary file in the destination directory, flushed and
-//! `fsync`ed, and only then renamed onto the destination. If anything fails, or a
-//! [`WavWriter`] is dropped without [`WavWriter::finish`], the temporary file is removed and
-//! the destination is left untouched. With the `no_overwrite` variants the final step uses a
-//! no-clobber link/rename, so an existing destination is never replaced, even one created by
-//! another process while this one was writing.
-//!
-//! An existing destination that is not a regular file (a device such as `/dev/null` or
-//! `/dev/full`) is never replaced by a file: with overwriting allowed it is written in place,
-//! and a write error (e.g. `/dev/full`'s "no space left") is reported as usual. (A FIFO gets
-//! the data, but the final rewrite of the header sizes fails: it cannot seek.)
+//! The file is written through [`losatok_fs::AtomicFile`]: to a temporary file next to the
+//! destination, synced, and only then renamed onto it (through a symbolic link, at the link's
+//! target). If anything fails, or a [`WavWriter`] is dropped without [`WavWriter::finish`], the
+//! temporary file is removed and the destination is left untouched. With the `no_overwrite`
+//! variants an existing destination is never replaced, even one created by another process
+//! while this one was writing. A destination that is a device, FIFO or socket is refused; `-`
+//! writes to standard output (the whole file, once complete).
 
-use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use tempfile::NamedTempFile;
+use losatok_fs::AtomicFile;
 
 use crate::error::AudioError;
-
-/// Where a [`WavWriter`] writes: a temporary file renamed into place at the end, or (for an
-/// existing device or FIFO) the destination itself.
-#[derive(Debug)]
-enum Out {
-    Temp(NamedTempFile),
-    Direct(File),
-}
-
-impl Out {
-    fn file(&mut self) -> &mut File {
-        match self {
-            Out::Temp(t) => t.as_file_mut(),
-            Out::Direct(f) => f,
-        }
-    }
-}
-
-impl Write for Out {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.file().write(buf)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.file().flush()
-    }
-}
-
-/// Whether `path` exists and is neither a regular file nor a directory (symbolic links
-/// followed): a device, a FIFO or a socket, which must be written in place, never replaced.
-pub(crate) fn is_special_file(path: &Path) -> bool {
-    std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir())
-}
 
 /// Sample format of a written WAV file.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -138,9 +100,8 @@ fn to_pcm16(x: f32) -> i16 {
 pub struct WavWriter {
     dest: PathBuf,
     spec: WavSpec,
-    overwrite: bool,
     /// `None` once finished.
-    out: Option<BufWriter<Out>>,
+    out: Option<BufWriter<AtomicFile>>,
     frames: u64,
     scratch: Vec<u8>,
 }
@@ -165,32 +126,10 @@ impl WavWriter {
                 dest.display()
             )));
         }
-        match std::fs::symlink_metadata(dest) {
-            Ok(meta) if meta.is_dir() => {
-                return Err(AudioError::IsDirectory {
-                    path: dest.to_path_buf(),
-                })
-            }
-            Ok(_) if !overwrite => {
-                return Err(AudioError::AlreadyExists {
-                    path: dest.to_path_buf(),
-                })
-            }
-            _ => {}
-        }
-        let out = if overwrite && is_special_file(dest) {
-            let f = std::fs::OpenOptions::new()
-                .write(true)
-                .open(dest)
-                .map_err(|e| AudioError::from_write(dest, e))?;
-            Out::Direct(f)
-        } else {
-            Out::Temp(temp_next_to(dest)?)
-        };
+        let out = AtomicFile::create(dest, overwrite).map_err(|e| AudioError::from_fs(dest, e))?;
         let mut writer = WavWriter {
             dest: dest.to_path_buf(),
             spec,
-            overwrite,
             out: Some(BufWriter::with_capacity(1 << 16, out)),
             frames: 0,
             scratch: Vec::new(),
@@ -317,48 +256,11 @@ impl WavWriter {
         let dest = self.dest.clone();
         let werr = |e: std::io::Error| AudioError::from_write(&dest, e);
         let out = self.out.take().ok_or_else(|| finished_error(&dest))?;
-        let mut out = out.into_inner().map_err(|e| werr(e.into_error()))?;
-        let file: &mut File = out.file();
+        let mut file = out.into_inner().map_err(|e| werr(e.into_error()))?;
         file.seek(SeekFrom::Start(0)).map_err(werr)?;
         file.write_all(&header).map_err(werr)?;
-        file.flush().map_err(werr)?;
-        let tmp = match out {
-            Out::Temp(tmp) => tmp,
-            Out::Direct(_) => return Ok(()),
-        };
-        tmp.as_file().sync_all().map_err(werr)?;
-        if self.overwrite {
-            tmp.persist(&dest).map_err(|e| werr(e.error))?;
-        } else {
-            tmp.persist_noclobber(&dest).map_err(|e| werr(e.error))?;
-        }
-        sync_parent_dir(&dest);
-        Ok(())
+        file.commit().map_err(|e| AudioError::from_fs(&dest, e))
     }
-}
-
-/// A temporary file in `dest`'s folder, named after it, with regular file permissions.
-fn temp_next_to(dest: &Path) -> Result<NamedTempFile, AudioError> {
-    let dir = match dest.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let prefix = format!(".{name}.");
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(&prefix).suffix(".tmp");
-    #[cfg(unix)]
-    {
-        // Regular file permissions (0666 minus the umask) instead of tempfile's 0600.
-        use std::os::unix::fs::PermissionsExt;
-        builder.permissions(std::fs::Permissions::from_mode(0o666));
-    }
-    builder
-        .tempfile_in(dir)
-        .map_err(|e| AudioError::from_write(dest, e))
 }
 
 fn finished_error(path: &Path) -> AudioError {
@@ -366,22 +268,6 @@ fn finished_error(path: &Path) -> AudioError {
         "cannot write {}: the writer is already finished",
         path.display()
     ))
-}
-
-/// Best effort: make the rename durable by syncing the directory entry.
-fn sync_parent_dir(dest: &Path) {
-    #[cfg(unix)]
-    {
-        let dir = match dest.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = dest;
 }
 
 /// Writes mono `samples` at `sample_rate` to `path` atomically, replacing an existing file.

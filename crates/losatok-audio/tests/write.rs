@@ -233,6 +233,13 @@ fn write_errors_name_the_path() {
     // A directory as destination.
     let e = write_wav(dir.path(), &[0.0; 8], 16_000, WavFormat::Float32).unwrap_err();
     assert!(matches!(e, AudioError::IsDirectory { .. }), "{e}");
+    // A device is refused, never written in place or replaced.
+    let e = write_wav("/dev/null", &[0.0; 8], 16_000, WavFormat::Float32).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("character device, not a regular file"),
+        "{e}"
+    );
     // Invalid layout.
     let e = WavWriter::create(
         dir.path().join("x.wav"),

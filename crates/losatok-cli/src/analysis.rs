@@ -16,10 +16,11 @@ use losatok_eval::evaluate::{
 use losatok_eval::io::write_atomic;
 use losatok_eval::ReconstructionMetrics;
 
-use crate::batch::{collect_inputs, AUDIO_EXTENSIONS};
+use crate::batch::{report_skipped, walk_inputs};
 use crate::device::DeviceChoice;
 use crate::infer::{load_config, Op};
 use crate::ModelArgs;
+use losatok::audio::{is_audio_path, AUDIO_EXTENSIONS};
 
 /// Which inputs to use, and the output folder.
 #[derive(Args, Debug, Clone)]
@@ -91,11 +92,12 @@ macro_rules! on_backend {
     }};
 }
 
-fn is_audio(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .map(|e| e.to_ascii_lowercase())
-        .is_some_and(|e| AUDIO_EXTENSIONS.contains(&e.as_str()) || e == "wave")
+/// The audio files under a folder (relative paths), not entering `out` (an output folder
+/// inside it); what was passed over is listed on stderr.
+fn audio_files(root: &Path, out: &Path) -> Result<Vec<PathBuf>> {
+    let walk = walk_inputs(&Op::Reconstruct, root, &[out])?;
+    report_skipped(root, &walk);
+    Ok(walk.files)
 }
 
 fn bar(len: usize) -> ProgressBar {
@@ -110,12 +112,7 @@ fn bar(len: usize) -> ProgressBar {
 
 fn load_tokenizer<B: Backend>(model: &ModelArgs, device: &B::Device) -> Result<Tokenizer<B>> {
     let config = load_config(model.config.as_deref())?;
-    let Some(ckpt) = &model.checkpoint else {
-        bail!(
-            "no checkpoint: pass --checkpoint PATH (or set LOSATOK_CHECKPOINT); the official \
-             losatok_kl1e-2.pth / losatok_kl1e-3.pth are at https://huggingface.co/wxzyd123/LoSATok"
-        );
-    };
+    let ckpt = crate::infer::checkpoint_path(model)?;
     Ok(Tokenizer::<B>::load(ckpt, &config, device)?)
 }
 
@@ -134,11 +131,11 @@ fn report_failures(failures: &[(PathBuf, String)]) -> ExitCode {
 /// The inputs of `analyze`: a folder (first-level subfolders are domains; files directly in
 /// it are the domain `root`, or `all` when there are no subfolders), a manifest (its domains),
 /// or one audio file (domain `all`).
-fn analysis_inputs(input: &Path) -> Result<Vec<AnalysisInput>> {
+fn analysis_inputs(input: &Path, out: &Path) -> Result<Vec<AnalysisInput>> {
     let meta =
         std::fs::metadata(input).with_context(|| format!("cannot read {}", input.display()))?;
     if meta.is_dir() {
-        let rels = collect_inputs(&Op::Reconstruct, input)?;
+        let rels = audio_files(input, out)?;
         let nested = rels.iter().any(|r| r.components().count() > 1);
         return Ok(rels
             .into_iter()
@@ -161,7 +158,7 @@ fn analysis_inputs(input: &Path) -> Result<Vec<AnalysisInput>> {
             })
             .collect());
     }
-    if is_audio(input) {
+    if is_audio_path(input) {
         return Ok(vec![AnalysisInput {
             path: input.to_path_buf(),
             domain: "all".into(),
@@ -181,7 +178,7 @@ fn analysis_inputs(input: &Path) -> Result<Vec<AnalysisInput>> {
 pub fn analyze(input: PathBuf, select: SelectArgs, model: ModelArgs) -> Result<ExitCode> {
     let max_samples = select.check()?;
     select.refuse_existing(&ANALYSIS_OUTPUTS)?;
-    let mut inputs = analysis_inputs(&input)?;
+    let mut inputs = analysis_inputs(&input, &select.out)?;
     if let Some(n) = select.max_files {
         inputs.truncate(n);
     }
@@ -293,7 +290,7 @@ pub fn eval(
     // (name, reference, estimate)
     let mut pairs: Vec<(String, PathBuf, PathBuf)> = Vec::new();
     if meta.is_dir() {
-        for rel in collect_inputs(&Op::Reconstruct, &references)? {
+        for rel in audio_files(&references, &select.out)? {
             let est = match &estimates {
                 Estimates::Recon(dir) => {
                     let same = dir.join(&rel);

@@ -1,75 +1,87 @@
 //! Folder mode: every input under INPUT, outputs mirrored under OUTPUT, a progress bar, files
-//! already done skipped (unless --force), failures reported at the end without stopping.
+//! already done skipped (unless --force), failures reported at the end without stopping, and
+//! everything passed over listed.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use burn::prelude::Backend;
 use indicatif::{ProgressBar, ProgressStyle};
+use losatok::audio::{has_extension, is_audio_path, Walk, WalkOptions, AUDIO_EXTENSIONS};
 use losatok::Tokenizer;
 
 use crate::infer::{process, Job, Op};
 
-/// Extensions read as audio in folder mode.
-pub const AUDIO_EXTENSIONS: [&str; 5] = ["wav", "flac", "ogg", "oga", "mp3"];
-
-fn wanted(op: &Op, path: &Path) -> bool {
-    let Some(ext) = path.extension().and_then(|e| e.to_str()) else {
-        return false;
+/// The inputs of `op` under `root` (see [`losatok::audio::walk()`]), not entering the folders in
+/// `exclude` (outputs inside the input folder).
+pub fn walk_inputs(op: &Op, root: &Path, exclude: &[&Path]) -> Result<Walk> {
+    let features = |p: &Path| has_extension(p, &["safetensors"]);
+    let wanted: &dyn Fn(&Path) -> bool = match op {
+        Op::Decode => &features,
+        _ => &is_audio_path,
     };
-    let ext = ext.to_ascii_lowercase();
+    Ok(losatok::audio::walk(
+        root,
+        &WalkOptions {
+            wanted,
+            exclude: exclude.iter().map(|p| p.to_path_buf()).collect(),
+        },
+    )?)
+}
+
+/// What the inputs of `op` are, for messages.
+pub fn input_kinds(op: &Op) -> String {
     match op {
-        Op::Decode => ext == "safetensors",
-        _ => AUDIO_EXTENSIONS.contains(&ext.as_str()),
+        Op::Decode => ".safetensors".to_string(),
+        _ => AUDIO_EXTENSIONS.join("/"),
     }
 }
 
-/// Inputs under `root`, sorted, as paths relative to it.
-pub fn collect_inputs(op: &Op, root: &Path) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let entries =
-            std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?;
-        for entry in entries {
-            let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
-            let path = entry.path();
-            let kind = entry.file_type()?;
-            if kind.is_dir() {
-                stack.push(path);
-            } else if wanted(op, &path) {
-                out.push(path.strip_prefix(root).expect("under root").to_path_buf());
-            }
-        }
+/// Prints (to stderr) what a folder walk passed over: a summary line, then the entries worth
+/// naming (linked folders, special files, broken links), at most 20.
+pub fn report_skipped(root: &Path, walk: &Walk) {
+    let Some(line) = walk.skipped_summary() else {
+        return;
+    };
+    eprintln!("passed over in {}: {line}", root.display());
+    const SHOWN: usize = 20;
+    for (path, why) in walk.skipped.iter().take(SHOWN) {
+        eprintln!("  {}: {why}", root.join(path).display());
     }
-    out.sort();
-    Ok(out)
+    if walk.skipped.len() > SHOWN {
+        eprintln!("  … and {} more", walk.skipped.len() - SHOWN);
+    }
 }
 
 /// Run the job on every input of a folder.
 pub fn run_dir<B: Backend>(tok: &Tokenizer<B>, job: &Job) -> Result<ExitCode> {
-    let inputs = collect_inputs(&job.op, &job.input)?;
-    if inputs.is_empty() {
+    let exclude: Vec<&Path> = std::iter::once(job.output.as_path())
+        .chain(job.save_features.as_deref())
+        .collect();
+    let walk = walk_inputs(&job.op, &job.input, &exclude)?;
+    if walk.files.is_empty() {
+        report_skipped(&job.input, &walk);
         anyhow::bail!(
             "no {} files under {}",
-            match job.op {
-                Op::Decode => ".safetensors".to_string(),
-                _ => AUDIO_EXTENSIONS.join("/"),
-            },
+            input_kinds(&job.op),
             job.input.display()
         );
     }
+    let inputs = &walk.files;
     let bar = ProgressBar::new(inputs.len() as u64);
     bar.set_style(
         ProgressStyle::with_template("{pos}/{len} [{bar:30}] eta {eta} {wide_msg}")
             .expect("valid template")
             .progress_chars("=> "),
     );
-    let (mut done, mut skipped) = (0usize, 0usize);
+    let (mut done, mut skipped, mut stale) = (0usize, 0usize, 0usize);
     let mut failures: Vec<(PathBuf, String)> = Vec::new();
+    let mut warnings: Vec<String> = Vec::new();
     let mut claimed = std::collections::HashMap::<PathBuf, PathBuf>::new();
-    for rel in &inputs {
+    let mut swept = HashSet::<PathBuf>::new();
+    for rel in inputs {
         bar.set_message(rel.display().to_string());
         let input = job.input.join(rel);
         let output = job.output.join(rel).with_extension(job.op.output_ext());
@@ -95,23 +107,26 @@ pub fn run_dir<B: Backend>(tok: &Tokenizer<B>, job: &Job) -> Result<ExitCode> {
             bar.inc(1);
             continue;
         }
-        let result = (|| -> Result<(), losatok::Error> {
+        let result = (|| -> Result<losatok::FileSummary, losatok::Error> {
             for p in std::iter::once(&output).chain(features.as_ref()) {
-                if let Some(parent) = p.parent() {
-                    std::fs::create_dir_all(parent).map_err(|e| losatok::Error::Write {
-                        path: parent.to_path_buf(),
-                        message: e.to_string(),
-                    })?;
+                let dir = losatok::fs::temp::parent_dir(p).to_path_buf();
+                losatok::fs::temp::create_dir_all(&dir).map_err(losatok::Error::File)?;
+                // leftovers of an interrupted run writing here (never anyone else's files)
+                if swept.insert(dir.clone()) {
+                    stale += losatok::fs::sweep_stale_temporaries(&dir).len();
                 }
             }
             let opts = losatok::FileOptions {
                 save_features: features.clone(),
                 ..job.opts.clone()
             };
-            process(tok, job, &input, &output, &opts).map(|_| ())
+            process(tok, job, &input, &output, &opts)
         })();
         match result {
-            Ok(()) => done += 1,
+            Ok(summary) => {
+                done += 1;
+                warnings.extend(summary.warnings);
+            }
             Err(e) => failures.push((input, e.to_string())),
         }
         bar.inc(1);
@@ -123,6 +138,13 @@ pub fn run_dir<B: Backend>(tok: &Tokenizer<B>, job: &Job) -> Result<ExitCode> {
         job.output.display(),
         failures.len()
     );
+    if stale > 0 {
+        eprintln!("removed {stale} temporary file(s) left by an interrupted run");
+    }
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    report_skipped(&job.input, &walk);
     if failures.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }

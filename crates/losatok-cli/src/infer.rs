@@ -8,6 +8,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use burn::prelude::Backend;
 use indicatif::{ProgressBar, ProgressStyle};
+use losatok::fs::is_stdio;
 use losatok::{FileOptions, LosatokConfig, Progress, Sampling, Tokenizer, WavFormat};
 
 use crate::batch;
@@ -158,38 +159,46 @@ fn job(
     if run.chunks_per_step == 0 {
         bail!("--chunks-per-step must be at least 1");
     }
-    let meta =
-        std::fs::metadata(&input).with_context(|| format!("cannot read {}", input.display()))?;
-    if meta.is_dir() {
-        if output.exists() && !output.is_dir() {
-            bail!(
-                "{} is a folder, so OUTPUT must be a folder too, but {} is a file",
-                input.display(),
-                output.display()
-            );
-        }
-        if let Some(f) = &save_features {
-            if f.exists() && !f.is_dir() {
+    let folder = !is_stdio(&input)
+        && std::fs::metadata(&input)
+            .with_context(|| format!("cannot read {}", input.display()))?
+            .is_dir();
+    if folder {
+        for (what, p) in [
+            ("OUTPUT", Some(&output)),
+            ("--save-features", save_features.as_ref()),
+        ] {
+            let Some(p) = p else { continue };
+            if is_stdio(p) {
+                bail!("{what} cannot be `-` (standard output) when INPUT is a folder");
+            }
+            if p.exists() && !p.is_dir() {
                 bail!(
-                    "--save-features {} must be a folder when INPUT is a folder",
-                    f.display()
+                    "{} is a folder, so {what} must be a folder too, but {} is a file",
+                    input.display(),
+                    p.display()
+                );
+            }
+            if losatok::fs::same_file(&input, p) {
+                bail!(
+                    "{what} {} is the input folder; write the outputs to another folder",
+                    p.display()
                 );
             }
         }
     } else {
-        if output.is_dir() {
+        if !is_stdio(&output) && output.is_dir() {
             bail!("{} is a folder; give an output file name", output.display());
         }
-        if !run.force {
-            for p in std::iter::once(&output).chain(save_features.as_ref()) {
-                if p.exists() {
-                    bail!("{} already exists (use --force to overwrite)", p.display());
-                }
+        if let Some(f) = &save_features {
+            if *f == output || losatok::fs::same_file(f, &output) {
+                bail!("--save-features must differ from OUTPUT");
             }
         }
-        if save_features.as_ref() == Some(&output) {
-            bail!("--save-features must differ from OUTPUT");
-        }
+        let outputs: Vec<&Path> = std::iter::once(output.as_path())
+            .chain(save_features.as_deref())
+            .collect();
+        losatok::check_file_outputs(&input, &outputs, run.force)?;
     }
     Ok(Job {
         op,
@@ -225,20 +234,39 @@ pub fn load_config(path: Option<&Path>) -> Result<LosatokConfig> {
     })
 }
 
-fn run_on<B: Backend>(job: &Job, model: &ModelArgs, device: B::Device) -> Result<ExitCode> {
-    let config = load_config(model.config.as_deref())?;
-    let Some(ckpt) = &model.checkpoint else {
-        bail!(
+/// The checkpoint of `--checkpoint` or `LOSATOK_CHECKPOINT`, or an error saying how to give one.
+pub fn checkpoint_path(model: &ModelArgs) -> Result<&Path> {
+    match &model.checkpoint {
+        Some(p) => Ok(p),
+        None if crate::was_empty("LOSATOK_CHECKPOINT") => bail!(
+            "no checkpoint: LOSATOK_CHECKPOINT is set but empty; set it to a checkpoint file, \
+             or pass --checkpoint PATH"
+        ),
+        None => bail!(
             "no checkpoint: pass --checkpoint PATH (or set LOSATOK_CHECKPOINT); the official \
              losatok_kl1e-2.pth / losatok_kl1e-3.pth are at https://huggingface.co/wxzyd123/LoSATok"
-        );
-    };
+        ),
+    }
+}
+
+fn run_on<B: Backend>(job: &Job, model: &ModelArgs, device: B::Device) -> Result<ExitCode> {
+    let config = load_config(model.config.as_deref())?;
+    let ckpt = checkpoint_path(model)?;
     let started = Instant::now();
     let tok =
         Tokenizer::<B>::load(ckpt, &config, &device)?.with_chunks_per_step(job.chunks_per_step);
     tracing::info!("model loaded in {:.2} s", started.elapsed().as_secs_f64());
-    if job.input.is_dir() {
+    if !is_stdio(&job.input) && job.input.is_dir() {
         return batch::run_dir(&tok, job);
+    }
+    // leftovers of an interrupted run writing here (never anyone else's files)
+    let outputs = std::iter::once(job.output.as_path()).chain(job.save_features.as_deref());
+    let stale = losatok::fs::temp::sweep_for_outputs(outputs.filter(|p| !is_stdio(p)));
+    if !stale.is_empty() {
+        eprintln!(
+            "removed {} temporary file(s) left by an interrupted run",
+            stale.len()
+        );
     }
     let bar = progress_bar();
     let opts = FileOptions {
@@ -248,12 +276,15 @@ fn run_on<B: Backend>(job: &Job, model: &ModelArgs, device: B::Device) -> Result
     let t0 = Instant::now();
     let summary = process(&tok, job, &job.input, &job.output, &opts)?;
     bar.finish_and_clear();
+    for w in &summary.warnings {
+        eprintln!("warning: {w}");
+    }
     let secs = t0.elapsed().as_secs_f64();
     let audio_secs = match job.op {
         Op::Decode => summary.output_samples as f64 / 16_000.0,
         _ => summary.input_samples as f64 / 16_000.0,
     };
-    println!(
+    let line = format!(
         "{} {} → {}: {:.2} s of audio, {} frames, {:.2} s (real-time factor {:.3})",
         job.op.verb(),
         job.input.display(),
@@ -263,6 +294,12 @@ fn run_on<B: Backend>(job: &Job, model: &ModelArgs, device: B::Device) -> Result
         secs,
         secs / audio_secs.max(1e-9)
     );
+    // standard output carries the data when the output is `-`
+    if is_stdio(&job.output) {
+        eprintln!("{line}");
+    } else {
+        println!("{line}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

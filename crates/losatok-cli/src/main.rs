@@ -68,7 +68,8 @@ pub enum Command {
         /// Seed of the data, the initialisation and the noise.
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Replace an existing output folder.
+        /// Replace the output of an earlier demo in that folder (only what the demo wrote;
+        /// other folders are never replaced).
         #[arg(long)]
         force: bool,
         /// cpu, cuda or cuda:N.
@@ -166,6 +167,11 @@ pub struct TrainArgs {
     /// Continue from the run folder's latest intact checkpoint (an empty folder starts fresh).
     #[arg(long)]
     pub resume: bool,
+    /// With --resume: accept a config that changes the model, batch, data or seed of the run
+    /// (recorded in the run folder's config_changes.jsonl). Learning rate, step count, loss
+    /// weights and logging may change without it.
+    #[arg(long, requires = "resume")]
+    pub allow_config_change: bool,
     /// cpu, cuda or cuda:N. Under a launcher, `cuda` is the rank's GPU (LOCAL_RANK).
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -254,6 +260,15 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .try_init();
 
+    let empty: Vec<&'static str> = OPTION_VARIABLES
+        .into_iter()
+        .filter(|v| std::env::var_os(v).is_some_and(|x| x.to_string_lossy().trim().is_empty()))
+        .collect();
+    for v in &empty {
+        // single-threaded here: nothing else reads the environment yet
+        std::env::remove_var(v);
+    }
+    let _ = EMPTY_VARIABLES.set(empty);
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -263,17 +278,18 @@ fn main() -> ExitCode {
             {
                 e.exit();
             }
-            // clap's message up to its usage block, on one line, and where to look
-            let text = e.render().to_string();
-            let message: Vec<&str> = text
-                .lines()
-                .take_while(|l| !l.trim().is_empty() && !l.starts_with("Usage:"))
-                .map(str::trim)
-                .collect();
-            eprintln!("{} (see losatok --help)", message.join(" "));
+            eprintln!("{}", clap_line(&e.render().to_string()));
             return ExitCode::from(2);
         }
     };
+    // temporaries are removed on Ctrl-C, SIGTERM and SIGHUP (the launcher forwards signals to
+    // its ranks instead, which do this themselves)
+    if !matches!(cli.command, Command::Launch(_) | Command::DistCheck { .. }) {
+        if let Err(e) = losatok::fs::install_signal_cleanup() {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     match std::panic::catch_unwind(|| infer::run(cli)) {
         Ok(Ok(code)) => code,
         Ok(Err(e)) => {
@@ -292,6 +308,42 @@ fn main() -> ExitCode {
     }
 }
 
+/// clap's message on one line: the error and its tips ("a similar subcommand exists"), without
+/// the usage block, and where to look.
+fn clap_line(text: &str) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut in_usage = false;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with("Usage:") {
+            in_usage = true;
+            continue;
+        }
+        if line.is_empty() {
+            in_usage = false;
+            continue;
+        }
+        if in_usage || line.starts_with("For more information") {
+            continue;
+        }
+        parts.push(line.to_string());
+    }
+    format!("{} (see losatok --help)", parts.join("; "))
+}
+
+/// The environment variables that stand for options: set but empty (or blank), they are an
+/// easy mistake (`LOSATOK_CHECKPOINT=$UNSET_VAR`) that clap would report as a missing value of
+/// the option. They are taken out of the environment here and named in the message of the
+/// command that needed them.
+pub const OPTION_VARIABLES: [&str; 1] = ["LOSATOK_CHECKPOINT"];
+
+/// The [`OPTION_VARIABLES`] that were set but empty.
+static EMPTY_VARIABLES: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+
+/// Whether `name` was set but empty when the program started.
+pub fn was_empty(name: &str) -> bool {
+    EMPTY_VARIABLES.get().is_some_and(|v| v.contains(&name))
+}
+
 /// The message of the latest panic (see the hook in `main`).
 static LAST_PANIC: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
 
@@ -304,6 +356,71 @@ fn one_line(s: &str) -> String {
 /// (`cannot read x.wav: No such file or directory`), so a cause whose text is already in the
 /// line is not repeated.
 fn error_line(e: &anyhow::Error) -> String {
+    let mut line = chain_line(e);
+    if let Some(tip) = advice(e) {
+        line.push_str(tip);
+    }
+    line
+}
+
+/// What to do about an error, in terms of this program's flags (library errors do not know
+/// them).
+fn advice(e: &anyhow::Error) -> Option<&'static str> {
+    let exists = e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<losatok::Error>(),
+            Some(losatok::Error::OutputExists(_))
+        ) || matches!(
+            c.downcast_ref::<losatok::audio::AudioError>(),
+            Some(losatok::audio::AudioError::AlreadyExists { .. })
+        ) || matches!(fs_error(c), Some(losatok::fs::FsError::Exists { .. }))
+            || matches!(
+                c.downcast_ref::<losatok_eval::EvalError>(),
+                Some(losatok_eval::EvalError::OutputExists(_))
+            )
+    });
+    if exists {
+        return Some(" (use --force to overwrite)");
+    }
+    e.chain()
+        .find_map(|c| match c.downcast_ref::<losatok_train::TrainError>() {
+            Some(losatok_train::TrainError::RunExists { .. }) => {
+                Some(" (pass --resume to continue it)")
+            }
+            Some(losatok_train::TrainError::ConfigChanged { .. }) => {
+                Some(" (resume with the run's config, or pass --allow-config-change)")
+            }
+            _ => None,
+        })
+}
+
+/// The file-layer error an error is, or wraps transparently (such wrappers hide it from the
+/// source chain).
+fn fs_error<'a>(c: &'a (dyn std::error::Error + 'static)) -> Option<&'a losatok::fs::FsError> {
+    use losatok_train::data::DataError;
+    use losatok_train::TrainError;
+    if let Some(f) = c.downcast_ref::<losatok::fs::FsError>() {
+        return Some(f);
+    }
+    match c.downcast_ref::<losatok::Error>() {
+        Some(losatok::Error::File(f)) => return Some(f),
+        Some(losatok::Error::Audio(losatok::audio::AudioError::Output(f))) => return Some(f),
+        _ => {}
+    }
+    if let Some(losatok::audio::AudioError::Output(f)) = c.downcast_ref() {
+        return Some(f);
+    }
+    match c.downcast_ref::<TrainError>() {
+        Some(TrainError::Output(f)) | Some(TrainError::Data(DataError::Output(f))) => Some(f),
+        _ => match c.downcast_ref::<DataError>() {
+            Some(DataError::Output(f)) => Some(f),
+            _ => None,
+        },
+    }
+}
+
+/// The error and its causes, on one line.
+fn chain_line(e: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in e.chain() {
         let text = one_line(&cause.to_string());

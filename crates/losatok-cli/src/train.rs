@@ -60,29 +60,12 @@ macro_rules! on_device {
 
 /// `losatok demo`.
 pub fn demo(out: PathBuf, quick: bool, seed: u64, force: bool, device: &str) -> Result<ExitCode> {
-    if out.exists() && !out.is_dir() {
-        bail!("--out {} exists and is not a folder", out.display());
-    }
-    let not_empty = out.exists()
-        && std::fs::read_dir(&out)
-            .with_context(|| format!("cannot read {}", out.display()))?
-            .next()
-            .is_some();
-    if not_empty {
-        if !force {
-            bail!(
-                "{} exists and is not empty (use --force to replace it, or --out)",
-                out.display()
-            );
-        }
-        std::fs::remove_dir_all(&out)
-            .with_context(|| format!("cannot remove {}", out.display()))?;
-    }
     let (bar, progress) = progress_bar();
     let mut opts = DemoOptions {
         out_dir: out.clone(),
         seed,
         progress: Some(progress),
+        replace: force,
         ..DemoOptions::default()
     };
     if quick {
@@ -152,6 +135,7 @@ fn train_rank(stage: u8, args: TrainArgs, env: Option<&DistEnv>) -> Result<ExitC
     let mut group = Group::join(env, kind, ordinal)?;
     let (bar, progress) = progress_bar();
     let mut opts = run_options(&args.config, args.run_dir.clone(), args.resume);
+    opts.allow_config_change = args.allow_config_change;
     if rank0 {
         opts.progress = Some(progress);
     } else {
@@ -176,6 +160,9 @@ fn train_rank(stage: u8, args: TrainArgs, env: Option<&DistEnv>) -> Result<ExitC
     if let Some(s) = summary.resumed_from {
         println!("resumed from step {s}");
     }
+    for c in &summary.config_changes {
+        println!("config changed on resume (recorded in config_changes.jsonl): {c}");
+    }
     println!(
         "stage {stage}: {} steps in {}",
         summary.steps,
@@ -196,12 +183,7 @@ fn train_rank(stage: u8, args: TrainArgs, env: Option<&DistEnv>) -> Result<ExitC
 /// `losatok manifest`.
 pub fn manifest(roots: Vec<String>, out: PathBuf, force: bool) -> Result<ExitCode> {
     use losatok_train::data::{build_manifest, parse_root_spec, BuildOptions};
-    if out.exists() && !force {
-        bail!(
-            "{} already exists (use --force to overwrite)",
-            out.display()
-        );
-    }
+    losatok::fs::Target::resolve(&out, force)?;
     let roots: Vec<(PathBuf, Option<String>)> = roots.iter().map(|r| parse_root_spec(r)).collect();
     let report = build_manifest(&roots, &out, &BuildOptions::default())?;
     println!(
@@ -229,12 +211,7 @@ pub fn export(
     checkpoint: Option<PathBuf>,
     force: bool,
 ) -> Result<ExitCode> {
-    if output.exists() && !force {
-        bail!(
-            "{} already exists (use --force to overwrite)",
-            output.display()
-        );
-    }
+    losatok::fs::Target::resolve(&output, force)?;
     let cfg_path = run_dir.join("config.yml");
     let cfg = Stage2Config::from_file(&cfg_path)
         .with_context(|| format!("{} is not a stage-2 run folder", run_dir.display()))?;

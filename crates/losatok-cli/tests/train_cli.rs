@@ -42,6 +42,13 @@ fn quick_demo_trains_and_lowers_the_mel_distance() {
     let again = losatok(&["demo", "--quick", "--out", "demo"], tmp.path());
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    // with --force it replaces what the first wrote, and only that
+    let notes = tmp.path().join("demo/my-notes.txt");
+    std::fs::write(&notes, b"mine").unwrap();
+    let out = ok(&["demo", "--quick", "--out", "demo", "--force"], tmp.path());
+    assert!(out.contains("mel distance of the held-back clip"), "{out}");
+    assert_eq!(std::fs::read(&notes).unwrap(), b"mine");
+    assert!(tmp.path().join("demo/stage2/losatok.safetensors").exists());
 }
 
 #[test]

@@ -25,7 +25,7 @@ pub enum EvalError {
         message: String,
     },
     /// The output exists and overwriting was not asked for.
-    #[error("{} already exists (use --force to overwrite)", .0.display())]
+    #[error("{} already exists", .0.display())]
     OutputExists(PathBuf),
     /// An input that cannot be used (too short, wrong shape, …).
     #[error("{0}")]

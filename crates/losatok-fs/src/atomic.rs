@@ -171,7 +171,10 @@ mod tests {
         let link = dir.path().join("link.txt");
         std::os::unix::fs::symlink("real.txt", &link).unwrap();
         write_atomic(&link, b"new", true).unwrap();
-        assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert!(fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
         assert_eq!(fs::read(&real).unwrap(), b"new");
         assert_eq!(
             fs::metadata(&real).unwrap().permissions().mode() & 0o777,

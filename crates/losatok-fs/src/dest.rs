@@ -89,6 +89,17 @@ impl Target {
         if is_stdio(path) {
             return Ok(Target::Stdout);
         }
+        // what the kernel resolves first: `/dev/stdout` and `/proc/self/fd/N` are links whose
+        // text (`pipe:[1234]`) is no path, but they do lead to the pipe
+        if let Ok(m) = fs::metadata(path) {
+            if !m.is_file() && !m.is_dir() {
+                return Err(FsError::Special {
+                    path: path.to_path_buf(),
+                    kind: file_kind(&m),
+                    output: true,
+                });
+            }
+        }
         let real = real_path(path).map_err(|e| FsError::write(path, e))?;
         match fs::metadata(&real) {
             Ok(m) if m.is_dir() => Err(FsError::IsDirectory {
@@ -287,7 +298,10 @@ mod tests {
                 existing_mode: None
             }
         );
-        assert_eq!(Target::resolve(Path::new("-"), false).unwrap(), Target::Stdout);
+        assert_eq!(
+            Target::resolve(Path::new("-"), false).unwrap(),
+            Target::Stdout
+        );
         assert!(matches!(
             Target::resolve(Path::new("/dev/null"), true),
             Err(FsError::Special {

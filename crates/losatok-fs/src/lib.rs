@@ -42,10 +42,10 @@ use std::path::PathBuf;
 
 pub use atomic::{write_atomic, AtomicFile};
 pub use dest::{
-    check_distinct, file_kind, is_stdio, is_within, real_path, same_file, spool_input,
-    InputSource, Target,
+    check_distinct, file_kind, is_stdio, is_within, real_path, same_file, spool_input, InputSource,
+    Target,
 };
-pub use lock::{hostname, DirLock};
+pub use lock::{hostname, DirLock, LOCK_FILE};
 pub use owned::{OwnedDir, MARKER};
 pub use temp::{install_signal_cleanup, sweep_stale_temporaries, TempFile};
 

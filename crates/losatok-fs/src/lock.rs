@@ -16,7 +16,15 @@ pub const LOCK_FILE: &str = ".losatok.lock";
 #[derive(Debug)]
 pub struct DirLock {
     path: PathBuf,
-    _file: File,
+    file: File,
+}
+
+impl Drop for DirLock {
+    /// Empties the lock file (while still holding the lock), so that nobody reading it later
+    /// takes a finished process for the holder.
+    fn drop(&mut self) {
+        let _ = self.file.set_len(0);
+    }
 }
 
 impl DirLock {
@@ -57,7 +65,7 @@ impl DirLock {
             .and_then(|_| file.write_all(me.as_bytes()))
             .and_then(|()| file.flush())
             .map_err(|e| FsError::write(&path, e))?;
-        Ok(Self { path, _file: file })
+        Ok(Self { path, file })
     }
 
     /// The lock file.

@@ -73,13 +73,7 @@ impl OwnedDir {
         match fs::symlink_metadata(path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 crate::temp::create_dir_all(path)?;
-                let dir = Self {
-                    path: path.to_path_buf(),
-                    purpose: purpose.to_string(),
-                    entries: BTreeSet::new(),
-                };
-                dir.save()?;
-                return Ok(dir);
+                return Self::adopt(path, purpose);
             }
             Err(e) => return Err(FsError::read(path, e)),
             Ok(m) if !fs::metadata(path).is_ok_and(|m| m.is_dir()) => {
@@ -99,13 +93,7 @@ impl OwnedDir {
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
         if names.is_empty() {
-            let dir = Self {
-                path: path.to_path_buf(),
-                purpose: purpose.to_string(),
-                entries: BTreeSet::new(),
-            };
-            dir.save()?;
-            return Ok(dir);
+            return Self::adopt(path, purpose);
         }
         let marker = path.join(MARKER);
         let Ok(text) = fs::read_to_string(&marker) else {
@@ -146,6 +134,17 @@ impl OwnedDir {
             entries,
         };
         dir.clear()?;
+        Ok(dir)
+    }
+
+    /// Marks an empty folder as ours, with nothing in it yet.
+    fn adopt(path: &Path, purpose: &str) -> Result<Self, FsError> {
+        let dir = Self {
+            path: path.to_path_buf(),
+            purpose: purpose.to_string(),
+            entries: BTreeSet::new(),
+        };
+        dir.save()?;
         Ok(dir)
     }
 

@@ -63,7 +63,10 @@ pub fn unregister(path: &Path) {
 /// Runs `f` (typically the rename that publishes a temporary) unless the process is stopping,
 /// with the registry locked, so that a signal's cleanup either happens entirely before `f` (and
 /// `f` is not run) or entirely after it.
-pub fn publish<T>(path: &Path, f: impl FnOnce() -> io::Result<T>) -> Result<io::Result<T>, FsError> {
+pub fn publish<T>(
+    path: &Path,
+    f: impl FnOnce() -> io::Result<T>,
+) -> Result<io::Result<T>, FsError> {
     let mut reg = registry();
     if reg.stopping {
         return Err(FsError::Interrupted);
@@ -371,7 +374,9 @@ pub fn sweep_stale_temporaries(dir: &Path) -> Vec<PathBuf> {
             continue;
         }
         let path = entry.path();
-        let Ok(file) = File::open(&path) else { continue };
+        let Ok(file) = File::open(&path) else {
+            continue;
+        };
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => continue,
@@ -428,7 +433,10 @@ mod tests {
     #[test]
     fn names_are_recognised() {
         let n = temp_name("a b.wav");
-        assert!(n.starts_with(".a b.wav.losatok-") && n.ends_with(".tmp"), "{n}");
+        assert!(
+            n.starts_with(".a b.wav.losatok-") && n.ends_with(".tmp"),
+            "{n}"
+        );
         assert!(is_temporary_name(&n));
         for other in [
             ".a.wav.tmp",
@@ -489,7 +497,10 @@ mod tests {
         let mut t = TempFile::next_to(&dest).unwrap();
         std::io::Write::write_all(t.file(), b"new").unwrap();
         let tmp = t.path().to_path_buf();
-        assert!(matches!(t.persist(&dest, false), Err(FsError::Exists { .. })));
+        assert!(matches!(
+            t.persist(&dest, false),
+            Err(FsError::Exists { .. })
+        ));
         assert_eq!(fs::read(&dest).unwrap(), b"mine");
         assert!(!tmp.exists(), "the temporary is removed");
         let mut t = TempFile::next_to(&dest).unwrap();

@@ -606,16 +606,6 @@ fn decode_safetensors(dtype: safetensors::Dtype, bytes: &[u8]) -> Result<Vec<f32
     })
 }
 
-/// An I/O error without the temporary file's path that `tempfile` adds to its messages
-/// ("… at path \"/out/.x.wav.Ab12Cd.tmp\""): the message names the destination instead.
-fn without_temp_path(e: std::io::Error) -> std::io::Error {
-    let text = e.to_string();
-    match text.find(" at path \"") {
-        Some(i) if e.get_ref().is_some() => std::io::Error::new(e.kind(), &text[..i]),
-        _ => e,
-    }
-}
-
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -952,11 +942,18 @@ fn adapt_config_at(config: &LosatokConfig, source: &TensorSource, prefix: &str) 
 
 /// Describe, for an error message, how the checkpoint's sizes differ from the config's.
 fn size_hint(config: &LosatokConfig, source: &TensorSource) -> Option<String> {
+    size_hint_at(config, source, SEM)
+}
+
+/// [`size_hint`] for a source whose semantic-encoder keys start with `prefix`.
+fn size_hint_at(config: &LosatokConfig, source: &TensorSource, prefix: &str) -> Option<String> {
     let depth = (0..)
-        .take_while(|i| {
-            source.contains(&format!("semantic_encoder.encoder.blocks.{i}.norm1.weight"))
-        })
+        .take_while(|i| source.contains(&format!("{prefix}encoder.blocks.{i}.norm1.weight")))
         .count();
+    let encoder_width = source
+        .info(&format!("{prefix}encoder.blocks.0.norm1.weight"))
+        .map(|i| i.shape)
+        .unwrap_or_default();
     let vocos = (0..)
         .take_while(|i| {
             source.contains(&format!(
@@ -969,6 +966,12 @@ fn size_hint(config: &LosatokConfig, source: &TensorSource) -> Option<String> {
         .map(|i| i.shape)
         .unwrap_or_default();
     let mut hints = Vec::new();
+    if encoder_width.len() == 1 && encoder_width[0] != config.audio_encoder.embed_dim {
+        hints.push(format!(
+            "a semantic encoder of width {} (config: {})",
+            encoder_width[0], config.audio_encoder.embed_dim
+        ));
+    }
     if depth > 0 && depth != config.audio_encoder.depth {
         hints.push(format!(
             "{depth} semantic blocks (config: {})",
@@ -1057,6 +1060,9 @@ pub fn load_losatok<B: Backend>(
     device: &B::Device,
 ) -> Result<(Losatok<B>, LosatokConfig, LoadReport), CheckpointError> {
     let cfg = adapt_config(config, source);
+    // parameters are created lazily: building the model allocates no weights, so every shape
+    // is compared with the checkpoint before anything large is allocated (and the config's
+    // size is bounded by its validation)
     let model = cfg.init::<B>(device);
     let (model, mut used, mut problems) = load_module(model, source);
     let model = load_buffers(model, source, &mut used, &mut problems);
@@ -1251,9 +1257,13 @@ pub fn load_semantic_encoder<B: Backend>(
         }
     }
     if !problems.is_empty() {
+        let mut summary = summarize(&problems);
+        if let Some(hint) = size_hint_at(&cfg, source, "") {
+            summary = format!("{hint} ({summary})");
+        }
         return Err(CheckpointError::Mismatch {
             path: display_path.to_path_buf(),
-            summary: summarize(&problems),
+            summary,
             problems,
         });
     }
@@ -1344,7 +1354,7 @@ fn write_module_safetensors<B: Backend, M: Module<B>>(
     use std::io::Write;
     let io = |e: std::io::Error| CheckpointError::Write {
         path: path.to_path_buf(),
-        message: without_temp_path(e).to_string(),
+        message: e.to_string(),
     };
     let params = torch_names(module);
     let mut entries: Vec<(String, &str, Vec<usize>)> = params
@@ -1379,35 +1389,9 @@ fn write_module_safetensors<B: Backend, M: Module<B>>(
     while !text.len().is_multiple_of(8) {
         text.push(' ');
     }
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(".losatok-export-");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        builder.permissions(std::fs::Permissions::from_mode(0o666));
-    }
-    // an existing device or FIFO (e.g. /dev/null) is written in place, never replaced
-    let special = std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir());
-    let tmp = if special {
-        None
-    } else {
-        Some(builder.tempfile_in(&dir).map_err(io)?)
-    };
-    let direct;
-    let file: &File = match &tmp {
-        Some(t) => t.as_file(),
-        None => {
-            direct = std::fs::OpenOptions::new()
-                .write(true)
-                .open(path)
-                .map_err(io)?;
-            &direct
-        }
-    };
+    // replacing an existing export (the caller decides whether one may be replaced)
+    let mut out = losatok_fs::AtomicFile::create(path, true).map_err(|e| fs_err(path, e))?;
+    let file: &mut File = out.file();
     {
         let mut w = std::io::BufWriter::new(file);
         w.write_all(&(text.len() as u64).to_le_bytes())
@@ -1455,11 +1439,18 @@ fn write_module_safetensors<B: Backend, M: Module<B>>(
         }
         w.flush().map_err(io)?;
     }
-    if let Some(tmp) = tmp {
-        tmp.as_file().sync_all().map_err(io)?;
-        tmp.persist(path).map_err(|e| io(e.error))?;
+    out.commit().map_err(|e| fs_err(path, e))
+}
+
+/// A file-layer error met while writing `path`.
+fn fs_err(path: &Path, e: losatok_fs::FsError) -> CheckpointError {
+    CheckpointError::Write {
+        path: path.to_path_buf(),
+        message: match e {
+            losatok_fs::FsError::Write { source, .. } => source.to_string(),
+            other => other.to_string(),
+        },
     }
-    Ok(())
 }
 
 #[cfg(test)]

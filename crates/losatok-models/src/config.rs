@@ -320,6 +320,11 @@ pub const OFFICIAL_CONFIG_YAML: &str = include_str!("../../../configs/16k_16k_25
 /// Native rate of the semantic features (Hz): 16000 / 160 / 4.
 pub const SEMANTIC_NATIVE_HZ: u32 = 25;
 
+/// The largest model a config may describe, in parameters: 20 × the official model's 0.8 G
+/// (64 GB of float32). Configs beyond it are refused before anything is allocated, so that a
+/// typo (a depth of 10⁸) is an error message, not an out-of-memory abort.
+pub const MAX_PARAMETERS: u64 = 16_000_000_000;
+
 impl LosatokConfig {
     /// The official model (803.6 M parameters).
     pub fn official() -> Self {
@@ -368,9 +373,9 @@ impl LosatokConfig {
     }
 
     fn from_yaml_str_named(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let raw: RawFile = serde_norway::from_str(text).map_err(|e| ConfigError::Parse {
+        let raw: RawFile = crate::yaml::from_str(text).map_err(|message| ConfigError::Parse {
             path: path.to_path_buf(),
-            message: one_line(&e.to_string()),
+            message,
         })?;
         let invalid = |message| ConfigError::Invalid {
             path: path.to_path_buf(),
@@ -381,8 +386,51 @@ impl LosatokConfig {
         Ok(cfg)
     }
 
+    /// The number of parameters the config describes, estimated from its sizes (within a few
+    /// percent: the weight matrices and embeddings, not every bias), saturating instead of
+    /// overflowing.
+    pub fn parameter_estimate(&self) -> u64 {
+        let a = &self.audio_encoder;
+        let t = &self.tokenizer;
+        let n = |v: usize| v as u128;
+        let e = n(a.embed_dim);
+        let mlp = (a.embed_dim as f64 * a.mlp_ratio)
+            .max(0.0)
+            .min(u64::MAX as f64) as u128;
+        let tokens = n(a.target_length / a.patch_stride[1].max(1));
+        let encoder = n(a.depth) * (4 * e * e + 2 * e * mlp)
+            + e * n(a.patch_size[0]) * n(a.patch_size[1])
+            + e * (tokens + n(a.n_mels / a.patch_size[0].max(1)));
+        let sembo = 2 * n(t.embed_dim) * n(self.sembo_hidden_dim)
+            + 2 * n(self.sembo_hidden_dim) * n(t.decoder_dim);
+        let acoustic = n(t.embed_dim) * n(t.n_mels_patch) * n(t.patch_stride_time)
+            + 3 * n(t.embed_dim) * n(t.decoder_dim);
+        let c = n(t.decoder_embed_dim);
+        let decoder = n(t.decoder_dim) * c * n(t.upsample_tokens).max(1)
+            + n(t.decoder_depth) * (7 * c + 2 * c * n(t.decoder_intermediate_size))
+            + c * (n(t.istft_n_fft) + 2);
+        let total = encoder + sembo + acoustic + decoder;
+        total.min(u64::MAX as u128) as u64
+    }
+
     /// Check ranges and consistency; the message names the offending key.
     pub fn validate(&self) -> Result<(), String> {
+        let params = self.parameter_estimate();
+        if params > MAX_PARAMETERS {
+            return Err(format!(
+                "the config describes a model of about {:.3e} parameters, more than the {:.1e} \
+                 this tool accepts (the official model has 8.0e8): check the sizes \
+                 (depth {}, embed_dim {}, decoder_depth {}, decoder_embed_dim {}, \
+                 decoder_intermediate_size {})",
+                params as f64,
+                MAX_PARAMETERS as f64,
+                self.audio_encoder.depth,
+                self.audio_encoder.embed_dim,
+                self.tokenizer.decoder_depth,
+                self.tokenizer.decoder_embed_dim,
+                self.tokenizer.decoder_intermediate_size
+            ));
+        }
         let t = &self.tokenizer;
         if self.sample_rate != 16_000 {
             return Err(format!(
@@ -514,10 +562,6 @@ impl LosatokConfig {
         out.push('\n');
         out
     }
-}
-
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// The file as written, before defaults.

@@ -112,7 +112,7 @@ unsafe fn map_slice_avx2<F: Fn(f32) -> f32 + Copy>(c: &mut [f32], op: F) {
 }
 
 /// GELU of one value: `x·Φ(x)` with `Φ(x) = 1 − ½·erfc(x/√2)` for `x ≥ 0` and `½·erfc(|x|/√2)`
-/// for `x < 0` (no cancellation on the negative side), `erfc` from [`erfc_f32`].
+/// for `x < 0` (no cancellation on the negative side), `erfc` from `erfc_f32`.
 #[inline(always)]
 pub fn gelu_f32(x: f32) -> f32 {
     let half_erfc = 0.5 * erfc_f32(x.abs() * std::f32::consts::FRAC_1_SQRT_2);

@@ -15,6 +15,7 @@ pub mod layers;
 pub mod losatok;
 pub mod sembo;
 pub mod vocos;
+pub mod yaml;
 
 pub use checkpoint::{CheckpointError, LoadReport, TensorSource};
 pub use config::{

@@ -4,7 +4,7 @@
 //! One process (or thread) per device holds a full replica; after each backward pass every
 //! rank's gradients are replaced by their mean over ranks, so every rank applies the same
 //! optimiser step. [`Local`] is the single-rank case, [`InProcess`] runs ranks as threads on
-//! the CPU, and [`crate::distributed::nccl::Nccl`] (feature `nccl`) is one process per GPU.
+//! the CPU, and `distributed::nccl::Nccl` (feature `nccl`) is one process per GPU.
 //! Every operation can fail (a lost peer, a NCCL error): the trainer stops with that error.
 
 use burn::module::{AutodiffModule, ModuleVisitor, Param, ParamId};

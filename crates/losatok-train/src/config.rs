@@ -151,10 +151,13 @@ pub struct DataSection {
     pub manifest: PathBuf,
     /// Crops, domain weights, seed, loader threads.
     pub loader: DataConfig,
+    /// Clips held out of the training data and logged at `run.sample_every`.
+    pub validation: ValidationConfig,
 }
 
 impl Default for DataSection {
-    /// 3 s crops (a whole number of latent frames, above the MFD minimum), 4 loader threads.
+    /// 3 s crops (a whole number of latent frames, above the MFD minimum), 4 loader threads,
+    /// 4 validation clips of 5 s.
     fn default() -> Self {
         Self {
             manifest: PathBuf::from("manifest.jsonl"),
@@ -162,7 +165,47 @@ impl Default for DataSection {
                 segment_samples: 48_000,
                 ..DataConfig::default()
             },
+            validation: ValidationConfig::default(),
         }
+    }
+}
+
+/// Validation clips: manifest entries held out of training (never cropped into a batch) whose
+/// start is reconstructed (stage 2) or compressed and restored (stage 1) at every
+/// `run.sample_every` step, into `samples/` and TensorBoard.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ValidationConfig {
+    /// Entries held out, spread evenly over the manifest (so over its domains). At most a
+    /// tenth of the manifest is held out: small manifests hold out fewer, or none.
+    pub clips: usize,
+    /// Seconds used from the start of each held-out file.
+    pub seconds: f64,
+}
+
+impl Default for ValidationConfig {
+    fn default() -> Self {
+        Self {
+            clips: 4,
+            seconds: 5.0,
+        }
+    }
+}
+
+impl ValidationConfig {
+    /// The number of entries held out of a manifest of `entries`.
+    pub fn held_out(&self, entries: usize) -> usize {
+        self.clips.min(entries / 10)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if !(self.seconds.is_finite() && self.seconds > 0.0 && self.seconds <= 600.0) {
+            return Err(format!(
+                "data.validation.seconds must be in (0, 600], got {}",
+                self.seconds
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -533,6 +576,7 @@ fn validate_segment(data: &DataSection, min_samples: usize) -> Result<(), String
     data.loader
         .validate()
         .map_err(|e| format!("data.loader: {e}"))?;
+    data.validation.validate()?;
     let n = data.loader.segment_samples;
     if n < min_samples {
         return Err(format!(
@@ -548,13 +592,9 @@ fn read_yaml<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, TrainError>
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
-    serde_norway::from_str(&text).map_err(|e| TrainError::Config {
+    losatok_models::yaml::from_str(&text).map_err(|message| TrainError::Config {
         path: path.to_path_buf(),
-        message: e
-            .to_string()
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" "),
+        message,
     })
 }
 

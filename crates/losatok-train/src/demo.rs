@@ -15,7 +15,9 @@ use burn::tensor::backend::AutodiffBackend;
 use losatok_models::discriminator::{DiscriminatorConfig, MfdConfig};
 
 use crate::collective::Local;
-use crate::config::{DataSection, ModelSpec, OptimConfig, RunSection, Stage1Config, Stage2Config};
+use crate::config::{
+    DataSection, ModelSpec, OptimConfig, RunSection, Stage1Config, Stage2Config, ValidationConfig,
+};
 use crate::data::{eval_clip, synthesize_dataset, DataConfig};
 use crate::error::TrainError;
 use crate::metrics::loss_curves_png;
@@ -41,6 +43,9 @@ pub struct DemoOptions {
     pub workers: usize,
     /// Progress callback.
     pub progress: Option<ProgressFn>,
+    /// Replace the output of an earlier demo in `out_dir` (only what that demo wrote; see
+    /// [`losatok_fs::OwnedDir`]).
+    pub replace: bool,
 }
 
 impl Default for DemoOptions {
@@ -54,6 +59,7 @@ impl Default for DemoOptions {
             seed: 0,
             workers: 2,
             progress: None,
+            replace: false,
         }
     }
 }
@@ -132,6 +138,11 @@ fn data_section(manifest: &Path, segment: usize, seed: u64, workers: usize) -> D
             prefetch: 2,
             ..DataConfig::default()
         },
+        // the demo holds back its own clip (stage 2 reconstructs it before and after)
+        validation: ValidationConfig {
+            clips: 0,
+            ..ValidationConfig::default()
+        },
     }
 }
 
@@ -149,16 +160,31 @@ fn tiny_run(steps: u64, batch: usize, seed: u64) -> RunSection {
     }
 }
 
-/// Run the demo on backend `B` (see the module documentation).
+/// Everything the demo writes in its folder.
+const DEMO_ENTRIES: [&str; 8] = [
+    "data",
+    "stage1",
+    "stage2",
+    "reference.wav",
+    "reconstruction_before.wav",
+    "reconstruction_after.wav",
+    "spectrograms.png",
+    "loss_curves.png",
+];
+
+/// Run the demo on backend `B` (see the module documentation). The output folder must be new,
+/// empty, or hold an earlier demo and `opts.replace` be set; folders with anything else in them
+/// are refused, and so are the current folder, the home folder and the root.
 pub fn run_demo<B: AutodiffBackend>(
     opts: &DemoOptions,
     device: &B::Device,
 ) -> Result<DemoReport, TrainError> {
     let out = &opts.out_dir;
-    std::fs::create_dir_all(out).map_err(|e| TrainError::State {
-        path: out.clone(),
-        message: e.to_string(),
-    })?;
+    // a folder of our own: new, empty, or an earlier demo's (whose entries alone are replaced)
+    let mut owned = losatok_fs::OwnedDir::prepare(out, "demo", opts.replace)?;
+    for name in DEMO_ENTRIES {
+        owned.claim(name)?;
+    }
     let manifest = synthesize_dataset(&out.join("data"), opts.seconds_per_domain, opts.seed)?;
     let clip = eval_clip(4.0, opts.seed);
 
@@ -221,13 +247,14 @@ pub fn run_demo<B: AutodiffBackend>(
     // the before/after spectrogram of the last sample step, copied to the top level
     let spec = s2_dir
         .join("samples")
-        .join(format!("eval_spectrogram_{}.png", opts.stage2_steps));
+        .join(format!("eval_clip0_spectrogram_{}.png", opts.stage2_steps));
     if spec.exists() {
         let dest = out.join("spectrograms.png");
-        std::fs::copy(&spec, &dest).map_err(|e| TrainError::State {
-            path: dest.clone(),
+        let png = std::fs::read(&spec).map_err(|e| TrainError::State {
+            path: spec.clone(),
             message: e.to_string(),
         })?;
+        crate::state::write_atomic(&dest, &png)?;
         files.push(dest);
     }
 

@@ -33,6 +33,26 @@ pub enum TrainError {
         /// What went wrong.
         message: String,
     },
+    /// A folder or file the file layer refuses or cannot write: a run folder locked by another
+    /// process, an output folder that is not ours to replace.
+    #[error(transparent)]
+    Output(#[from] losatok_fs::FsError),
+    /// A fresh start in a folder that holds a run (it has a checkpoint).
+    #[error("{} already holds a training run (a checkpoint at step {step}); resume it, or choose another run folder", .run_dir.display())]
+    RunExists {
+        /// The run folder.
+        run_dir: PathBuf,
+        /// Its newest checkpoint's step.
+        step: u64,
+    },
+    /// A resume with a config that changes what fixes the run's results or shapes.
+    #[error("{} was trained with another config; these changes would alter its model, data or batches: {changes}", .run_dir.display())]
+    ConfigChanged {
+        /// The run folder.
+        run_dir: PathBuf,
+        /// The changes, `key old → new`, comma-separated.
+        changes: String,
+    },
     /// Too many consecutive non-finite losses or gradients.
     #[error("training diverged: {0}")]
     Diverged(String),

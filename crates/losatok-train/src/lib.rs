@@ -12,6 +12,7 @@ pub mod error;
 pub mod faults;
 pub mod metrics;
 pub mod run;
+pub mod run_folder;
 pub mod schedule;
 pub mod stage1;
 pub mod stage2;

@@ -8,7 +8,7 @@
 //! same checkpoint.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -26,12 +26,15 @@ use losatok_models::{Losatok, LosatokConfig, SemanticEncoder};
 
 use crate::collective::Collective;
 use crate::config::{to_yaml, Stage1Config, Stage2Config};
+use crate::data::ManifestEntry;
 use crate::data::{read_manifest, Loader};
 use crate::error::TrainError;
-use crate::metrics::{before_after_png, RunLogger, Spectrogram, SpectrogramStyle};
+use crate::metrics::{
+    before_after_png, stacked_spectrograms_png, RunLogger, Spectrogram, SpectrogramStyle,
+};
+use crate::run_folder::{ConfigChange, RunFolder};
 use crate::stage1::{SemboTrainer, Stage1Stats};
 use crate::stage2::{LosatokTrainer, Stage2Stats};
-use crate::state::{self, Checkpoints};
 
 /// Where a run is (for progress bars).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -58,6 +61,9 @@ pub struct RunOptions {
     pub config_dir: PathBuf,
     /// Continue from the run folder's latest checkpoint.
     pub resume: bool,
+    /// On resume, accept a config that changes what fixes the run (model, batch, data, seed);
+    /// the change is recorded in the run folder (see [`crate::run_folder`]).
+    pub allow_config_change: bool,
     /// Stop after this many steps in total, as if interrupted (tests; the step loop otherwise
     /// runs to `run.steps`).
     pub stop_at: Option<u64>,
@@ -78,6 +84,8 @@ pub struct RunSummary {
     pub skipped_files: usize,
     /// Stage 2 with an evaluation clip: the clip before and after this run's steps.
     pub eval: Option<EvalReport>,
+    /// Config changes accepted on resume (`key old → new`).
+    pub config_changes: Vec<String>,
 }
 
 /// The evaluation clip at the start and at the end of a stage-2 run.
@@ -168,88 +176,101 @@ fn semantic_encoder<B: Backend>(
     )?)
 }
 
+/// The manifest's entries for training, and those held out as validation clips (evenly spaced
+/// over the manifest; see [`crate::config::ValidationConfig`]). Every rank splits alike.
+fn split_manifest(
+    data: &crate::config::DataSection,
+    opts: &RunOptions,
+) -> Result<(Vec<ManifestEntry>, Vec<ManifestEntry>), TrainError> {
+    let manifest = opts.config_dir.join(&data.manifest);
+    let mut entries = read_manifest(&manifest)?;
+    let n = data.validation.held_out(entries.len());
+    let picks: Vec<usize> = (0..n)
+        .map(|i| (2 * i + 1) * entries.len() / (2 * n))
+        .collect();
+    let mut held: Vec<ManifestEntry> = picks.iter().rev().map(|&i| entries.remove(i)).collect();
+    held.reverse();
+    Ok((entries, held))
+}
+
 fn loader_for(
+    entries: Vec<ManifestEntry>,
     data: &crate::config::DataSection,
     opts: &RunOptions,
     rank: usize,
     world: usize,
     per_rank: usize,
 ) -> Result<Loader, TrainError> {
-    let manifest = opts.config_dir.join(&data.manifest);
-    let entries = read_manifest(&manifest)?;
     Loader::new(entries, &data.loader, rank, world, per_rank).map_err(|e| match e {
         // name the manifest: "no usable audio: data/train.jsonl: the manifest has 0 entries"
-        crate::data::DataError::NoData(m) => {
-            crate::data::DataError::NoData(format!("{}: {m}", manifest.display())).into()
-        }
+        crate::data::DataError::NoData(m) => crate::data::DataError::NoData(format!(
+            "{}: {m}",
+            opts.config_dir.join(&data.manifest).display()
+        ))
+        .into(),
         e => e.into(),
     })
 }
 
-fn write_run_configs<T: serde::Serialize>(
-    run_dir: &Path,
-    train: &T,
-    model: &LosatokConfig,
-) -> Result<(), TrainError> {
-    state::write_atomic(&run_dir.join("config.yml"), to_yaml(train).as_bytes())?;
-    let mut m = model.clone();
-    m.semantic_encoder_path = None;
-    state::write_atomic(&run_dir.join("model.yml"), m.to_yaml_string().as_bytes())
-}
+/// Shortest validation clip used (1 s: the mel loss and the discriminator need more than a
+/// few frames).
+const MIN_CLIP_SAMPLES: usize = 16_000;
 
-/// The checkpoint to continue from. A fresh run refuses a folder that already holds a run, so
-/// nothing of it is overwritten or mixed (rank 0 decides: the other ranks could otherwise see
-/// the config rank 0 has just written).
-fn resume_point(
-    ckpts: &Checkpoints,
-    opts: &RunOptions,
-    rank0: bool,
-) -> Result<Option<(u64, PathBuf)>, TrainError> {
-    if opts.resume {
-        // the newest checkpoint that is intact (a damaged one is reported and skipped)
-        let all = ckpts.list()?;
-        let mut damaged = Vec::new();
-        for (step, dir) in all.iter().rev() {
-            match state::verify(dir) {
-                Ok(()) => {
-                    for e in &damaged {
-                        tracing::warn!("skipping damaged checkpoint: {e}");
-                    }
-                    return Ok(Some((*step, dir.clone())));
+/// The first `seconds` of each held-out file at 16 kHz, named `clip0`, `clip1`, …; files that
+/// cannot be read or are shorter than a second are left out with a warning.
+fn validation_clips(held: &[ManifestEntry], seconds: f64) -> Vec<(String, Vec<f32>)> {
+    let want = (seconds * 16_000.0) as usize;
+    let mut clips = Vec::new();
+    for entry in held {
+        let read = || -> Result<Vec<f32>, losatok_audio::AudioError> {
+            let mut stream = losatok_audio::Mono16kStream::open(&entry.path)?;
+            let mut clip = Vec::with_capacity(want);
+            while clip.len() < want {
+                match stream.next_block()? {
+                    Some(block) => clip.extend(block),
+                    None => break,
                 }
-                Err(e) => damaged.push(e.to_string()),
             }
+            clip.truncate(want);
+            Ok(clip)
+        };
+        match read() {
+            Ok(clip) if clip.len() >= MIN_CLIP_SAMPLES => {
+                clips.push((format!("clip{}", clips.len()), clip));
+            }
+            Ok(clip) => tracing::warn!(
+                "validation clip {} is too short ({} samples), not logged",
+                entry.path.display(),
+                clip.len()
+            ),
+            Err(e) => tracing::warn!("validation clip not logged: {e}"),
         }
-        if let Some(first) = damaged.first() {
-            return Err(TrainError::Invalid(format!(
-                "no intact checkpoint to resume from in {} ({first})",
-                opts.run_dir.display()
-            )));
-        }
-        return Ok(None);
     }
-    if rank0 && (opts.run_dir.join("config.yml").exists() || ckpts.latest()?.is_some()) {
-        return Err(TrainError::Invalid(format!(
-            "{} already holds a training run; pass --resume to continue it, or choose another run folder",
-            opts.run_dir.display()
-        )));
-    }
-    Ok(None)
+    clips
 }
 
-/// Create the run folder, open its checkpoints and find the one to resume from.
-fn open_run(
-    opts: &RunOptions,
-    keep: usize,
-    rank0: bool,
-) -> Result<(Checkpoints, Option<(u64, PathBuf)>), TrainError> {
-    std::fs::create_dir_all(&opts.run_dir).map_err(|e| TrainError::State {
-        path: opts.run_dir.clone(),
-        message: e.to_string(),
-    })?;
-    let ckpts = Checkpoints::open(&opts.run_dir, keep)?;
-    let resumed = resume_point(&ckpts, opts, rank0)?;
-    Ok((ckpts, resumed))
+/// Clips per second over the steps since the previous report (the average since the start
+/// would fall as 1/t after every pause: a checkpoint, a sample step, a resume).
+struct Throughput {
+    since: Instant,
+    step: u64,
+}
+
+impl Throughput {
+    fn new(step: u64) -> Self {
+        Self {
+            since: Instant::now(),
+            step,
+        }
+    }
+
+    /// Clips per second since the last call (or the start), then restart the window.
+    fn rate(&mut self, step: u64, batch: usize) -> f64 {
+        let secs = self.since.elapsed().as_secs_f64().max(1e-9);
+        let rate = batch as f64 * step.saturating_sub(self.step) as f64 / secs;
+        *self = Self::new(step);
+        rate
+    }
 }
 
 /// The start of a data-parallel run, once every rank has set itself up (and rank 0 has written
@@ -327,27 +348,34 @@ where
         let micro = cfg.run.micro_batch(world).map_err(TrainError::Invalid)?;
         let per_rank = micro * cfg.run.grad_accum;
         let mut trainer = SemboTrainer::<B>::new(encoder, sembo, cfg);
-        let (ckpts, resumed) = open_run(opts, cfg.run.keep_checkpoints, rank0)?;
-        if let Some((step, dir)) = &resumed {
+        let folder = RunFolder::open(&opts.run_dir, opts.resume, cfg.run.keep_checkpoints, rank0)?;
+        if let Some((step, dir)) = &folder.resumed {
             trainer = trainer.load(dir)?;
             tracing::info!("resumed stage 1 from step {step}");
-        } else if rank0 {
-            write_run_configs(&opts.run_dir, &cfg.resolved(&opts.config_dir), &model_cfg)?;
         }
-        let resumed = resumed.map(|r| r.0);
-        let logger = match rank0 {
-            true => Some(RunLogger::open(&opts.run_dir, resumed)?),
-            false => None,
+        let resumed = folder.resumed_step();
+        let run = RunStart {
+            folder,
+            resolved: to_yaml(&cfg.resolved(&opts.config_dir)),
+            model: &model_cfg,
+            data: &cfg.data,
+            sample_every: cfg.run.sample_every,
+            given_clip: None,
         };
-        let mut loader = loader_for(&cfg.data, opts, rank, world, per_rank)?;
-        loader.prefetch_from(trainer.step);
-        Ok(((trainer, ckpts, logger, loader), resumed))
+        let (started, loader) = run.start(opts, rank, world, per_rank, trainer.step)?;
+        Ok(((trainer, started, loader), resumed))
     })();
     let resumed = setup.as_ref().ok().and_then(|(_, r)| *r);
-    let (mut trainer, ckpts, mut logger, mut loader) = agree_on_start(collective, setup)?;
+    let (mut trainer, started, mut loader) = agree_on_start(collective, setup)?;
+    let Started {
+        folder,
+        mut logger,
+        changes,
+        clips,
+    } = started;
     let samples = cfg.data.loader.segment_samples;
     let end = opts.stop_at.unwrap_or(cfg.run.steps).min(cfg.run.steps);
-    let t0 = Instant::now();
+    let mut throughput = Throughput::new(trainer.step);
     let mut last: Stage1Stats;
     while trainer.step < end {
         let step = trainer.step;
@@ -364,8 +392,7 @@ where
         }
         if let Some(log) = logger.as_mut() {
             if done.is_multiple_of(cfg.run.log_every) || done == cfg.run.steps {
-                let rate = (cfg.run.batch_size as f64 * (done - step) as f64)
-                    / t0.elapsed().as_secs_f64().max(1e-9);
+                let rate = throughput.rate(done, cfg.run.batch_size);
                 log.log_scalars(
                     done,
                     &[
@@ -379,8 +406,11 @@ where
                     ],
                 )?;
             }
+            if cfg.run.sample_every > 0 && done.is_multiple_of(cfg.run.sample_every) {
+                log_sembo_samples(log, &trainer, &clips, done)?;
+            }
             if done.is_multiple_of(cfg.run.checkpoint_every) || done == cfg.run.steps {
-                ckpts.save(done, |dir| trainer.save(dir))?;
+                folder.checkpoints.save(done, |dir| trainer.save(dir))?;
                 log.flush()?;
             }
         }
@@ -401,7 +431,128 @@ where
         resumed_from: resumed,
         skipped_files: loader.skipped().broken_files,
         eval: None,
+        config_changes: changes.iter().map(|c| c.to_string()).collect(),
     })
+}
+
+/// What both stages have once their models are built and their run folder is open.
+struct RunStart<'a> {
+    folder: RunFolder,
+    /// The resolved training config (YAML).
+    resolved: String,
+    model: &'a LosatokConfig,
+    data: &'a crate::config::DataSection,
+    sample_every: u64,
+    /// A clip given by the caller (the demo's), logged first.
+    given_clip: Option<&'a [f32]>,
+}
+
+impl RunStart<'_> {
+    /// The data loader (without the held-out clips) and, on rank 0 — once everything has been
+    /// checked, so that a failed start writes nothing — the run's configs, its logs and the
+    /// validation clips.
+    fn start(
+        self,
+        opts: &RunOptions,
+        rank: usize,
+        world: usize,
+        per_rank: usize,
+        step: u64,
+    ) -> Result<(Started, Loader), TrainError> {
+        let (entries, held) = split_manifest(self.data, opts)?;
+        let mut loader = loader_for(entries, self.data, opts, rank, world, per_rank)?;
+        loader.prefetch_from(step);
+        let mut started = Started {
+            changes: Vec::new(),
+            logger: None,
+            clips: Vec::new(),
+            folder: self.folder,
+        };
+        if rank != 0 {
+            return Ok((started, loader));
+        }
+        started.changes =
+            started
+                .folder
+                .settle_config(&self.resolved, self.model, opts.allow_config_change)?;
+        let cut = started.folder.resumed_step().unwrap_or(0);
+        started.logger = Some(RunLogger::open(&opts.run_dir, Some(cut))?);
+        if let Some(c) = self.given_clip {
+            started.clips.push(("clip0".to_string(), c.to_vec()));
+        }
+        if self.sample_every > 0 {
+            for (_, c) in validation_clips(&held, self.data.validation.seconds) {
+                started
+                    .clips
+                    .push((format!("clip{}", started.clips.len()), c));
+            }
+        }
+        Ok((started, loader))
+    }
+}
+
+/// What a rank has after setting a run up (the logs and clips: rank 0 only).
+struct Started {
+    folder: RunFolder,
+    logger: Option<RunLogger>,
+    changes: Vec<ConfigChange>,
+    clips: Vec<(String, Vec<f32>)>,
+}
+
+/// Stage-1 samples: SemBo's losses on the validation clips (their mean, as `eval/*`) and, per
+/// clip, an image of the frozen encoder's features above SemBo's restoration of them (the first
+/// 128 channels).
+fn log_sembo_samples<B: AutodiffBackend>(
+    log: &mut RunLogger,
+    trainer: &SemboTrainer<B>,
+    clips: &[(String, Vec<f32>)],
+    step: u64,
+) -> Result<(), TrainError> {
+    if clips.is_empty() {
+        return Ok(());
+    }
+    let mut sums = [0.0f64; 3];
+    for (name, clip) in clips {
+        let e = trainer.evaluate(clip);
+        for (s, v) in sums.iter_mut().zip([e.loss, e.recon, e.tr]) {
+            *s += v / clips.len() as f64;
+        }
+        let shown = e.channels.min(128);
+        // [frames, channels] → [channels, frames], first `shown` channels
+        let panel = |v: &[f32]| -> Vec<f32> {
+            (0..shown)
+                .flat_map(|c| (0..e.frames).map(move |t| v[t * e.channels + c]))
+                .collect()
+        };
+        let (f, r) = (panel(&e.features), panel(&e.restored));
+        let lo = f.iter().chain(&r).copied().fold(f32::INFINITY, f32::min);
+        let hi = f
+            .iter()
+            .chain(&r)
+            .copied()
+            .fold(f32::NEG_INFINITY, f32::max);
+        let style = SpectrogramStyle {
+            top_db: (hi - lo).max(1e-6),
+            ..SpectrogramStyle::default()
+        };
+        let png = stacked_spectrograms_png(
+            &[
+                ("semantic features", Spectrogram::new(&f, shown, e.frames)?),
+                ("SemBo restoration", Spectrogram::new(&r, shown, e.frames)?),
+            ],
+            &style,
+        )?;
+        log.log_spectrogram(&format!("eval/{name}/sembo"), step, &png)?;
+    }
+    log.log_scalars(
+        step,
+        &[
+            ("eval/sembo_loss", sums[0]),
+            ("eval/sembo_recon", sums[1]),
+            ("eval/sembo_tr", sums[2]),
+        ],
+    )?;
+    Ok(())
 }
 
 /// Metadata of exported weights: producer, stage and step.
@@ -469,12 +620,13 @@ fn log_mel_db(wav: &[f32]) -> (Vec<f32>, usize, usize) {
 fn log_samples<B: AutodiffBackend>(
     log: &mut RunLogger,
     trainer: &LosatokTrainer<B>,
+    name: &str,
     clip: &[f32],
     before: &[f32],
     step: u64,
 ) -> Result<Vec<f32>, TrainError> {
     let after = trainer.reconstruct(clip);
-    log.log_audio("eval/reconstruction", step, &after, 16_000)?;
+    log.log_audio(&format!("eval/{name}/reconstruction"), step, &after, 16_000)?;
     let (r, m, f) = log_mel_db(clip);
     let (b, _, fb) = log_mel_db(before);
     let (a, _, fa) = log_mel_db(&after);
@@ -491,7 +643,7 @@ fn log_samples<B: AutodiffBackend>(
         Spectrogram::new(&a, m, frames)?,
         &SpectrogramStyle::default(),
     )?;
-    log.log_spectrogram("eval/spectrogram", step, &png)?;
+    log.log_spectrogram(&format!("eval/{name}/spectrogram"), step, &png)?;
     Ok(after)
 }
 
@@ -526,31 +678,41 @@ where
         });
         micro.clone().map_err(TrainError::Invalid)?;
         let mut trainer = LosatokTrainer::<B>::new(model, disc, cfg);
-        let (ckpts, resumed) = open_run(opts, cfg.run.keep_checkpoints, rank0)?;
-        if let Some((step, dir)) = &resumed {
+        let folder = RunFolder::open(&opts.run_dir, opts.resume, cfg.run.keep_checkpoints, rank0)?;
+        if let Some((step, dir)) = &folder.resumed {
             trainer = trainer.load(dir)?;
             tracing::info!("resumed stage 2 from step {step}");
-        } else if rank0 {
-            write_run_configs(&opts.run_dir, &cfg.resolved(&opts.config_dir), &model_cfg)?;
         }
-        let resumed = resumed.map(|r| r.0);
-        let logger = match rank0 {
-            true => Some(RunLogger::open(&opts.run_dir, resumed)?),
-            false => None,
+        let resumed = folder.resumed_step();
+        let run = RunStart {
+            folder,
+            resolved: to_yaml(&cfg.resolved(&opts.config_dir)),
+            model: &model_cfg,
+            data: &cfg.data,
+            sample_every: cfg.run.sample_every,
+            given_clip: eval_clip,
         };
-        let mut loader = loader_for(&cfg.data, opts, rank, world, per_rank)?;
-        loader.prefetch_from(trainer.step);
-        Ok(((trainer, ckpts, logger, loader), resumed))
+        let (started, loader) = run.start(opts, rank, world, per_rank, trainer.step)?;
+        Ok(((trainer, started, loader), resumed))
     })();
     let resumed = setup.as_ref().ok().and_then(|(_, r)| *r);
-    let (mut trainer, ckpts, mut logger, mut loader) = agree_on_start(collective, setup)?;
+    let (mut trainer, started, mut loader) = agree_on_start(collective, setup)?;
+    let Started {
+        folder,
+        mut logger,
+        changes,
+        clips,
+    } = started;
     let samples = cfg.data.loader.segment_samples;
     let first_row = (rank * per_rank) as u64;
     let start_eval = eval_clip.map(|c| (trainer.reconstruct(c), trainer.mel_distance(c)));
-    let mut before = start_eval.as_ref().map(|(a, _)| a.clone());
+    // each clip's previous reconstruction (the "before" of its next image)
+    let mut before: Vec<Option<Vec<f32>>> = vec![None; clips.len()];
+    if let (Some(first), Some((audio, _))) = (before.first_mut(), &start_eval) {
+        *first = Some(audio.clone());
+    }
     let end = opts.stop_at.unwrap_or(cfg.run.steps).min(cfg.run.steps);
-    let t0 = Instant::now();
-    let start = trainer.step;
+    let mut throughput = Throughput::new(trainer.step);
     while trainer.step < end {
         let step = trainer.step;
         let batch = loader.batch(step)?;
@@ -567,8 +729,7 @@ where
         }
         let Some(log) = logger.as_mut() else { continue };
         if done.is_multiple_of(cfg.run.log_every) || done == cfg.run.steps {
-            let rate = (cfg.run.batch_size as f64 * (done - start) as f64)
-                / t0.elapsed().as_secs_f64().max(1e-9);
+            let rate = throughput.rate(done, cfg.run.batch_size);
             log.log_scalars(
                 done,
                 &[
@@ -587,16 +748,20 @@ where
                 ],
             )?;
         }
-        if let (Some(clip), true) = (
-            eval_clip,
-            cfg.run.sample_every > 0 && done.is_multiple_of(cfg.run.sample_every),
-        ) {
-            let prev = before.take().unwrap_or_else(|| clip.to_vec());
-            before = Some(log_samples(log, &trainer, clip, &prev, done)?);
-            log.log_scalars(done, &[("eval/mel_distance", trainer.mel_distance(clip))])?;
+        if cfg.run.sample_every > 0
+            && done.is_multiple_of(cfg.run.sample_every)
+            && !clips.is_empty()
+        {
+            let mut mel = 0.0;
+            for ((name, clip), prev) in clips.iter().zip(before.iter_mut()) {
+                let shown_before = prev.take().unwrap_or_else(|| clip.clone());
+                *prev = Some(log_samples(log, &trainer, name, clip, &shown_before, done)?);
+                mel += trainer.mel_distance(clip) / clips.len() as f64;
+            }
+            log.log_scalars(done, &[("eval/mel_distance", mel)])?;
         }
         if done.is_multiple_of(cfg.run.checkpoint_every) || done == cfg.run.steps {
-            ckpts.save(done, |dir| trainer.save(dir))?;
+            folder.checkpoints.save(done, |dir| trainer.save(dir))?;
             log.flush()?;
         }
     }
@@ -625,5 +790,6 @@ where
         resumed_from: resumed,
         skipped_files: loader.skipped().broken_files,
         eval,
+        config_changes: changes.iter().map(|c| c.to_string()).collect(),
     })
 }

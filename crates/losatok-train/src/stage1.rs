@@ -40,6 +40,25 @@ pub struct Stage1Stats {
     pub skipped: bool,
 }
 
+/// SemBo on a validation clip ([`SemboTrainer::evaluate`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SemboEval {
+    /// `λ_recon·L_recon + L_tr`.
+    pub loss: f64,
+    /// `L_recon`.
+    pub recon: f64,
+    /// `L_tr`.
+    pub tr: f64,
+    /// The frozen encoder's features `z_h`, `[frames, channels]` row-major.
+    pub features: Vec<f32>,
+    /// SemBo's restoration `ẑ_h`, the same layout.
+    pub restored: Vec<f32>,
+    /// Feature frames (25 Hz).
+    pub frames: usize,
+    /// Feature channels (1280).
+    pub channels: usize,
+}
+
 /// The stage-1 trainer: the frozen encoder, SemBo and its optimiser.
 pub struct SemboTrainer<B: AutodiffBackend> {
     /// The frozen encoder, on the inner (non-autodiff) backend.
@@ -140,6 +159,37 @@ impl<B: AutodiffBackend> SemboTrainer<B> {
             lr,
             skipped: !ok,
         })
+    }
+
+    /// SemBo on one 16 kHz clip with the current weights, without training (validation).
+    pub fn evaluate(&self, wav: &[f32]) -> SemboEval {
+        use burn::module::AutodiffModule;
+        let sembo = self.sembo.valid();
+        let device = sembo.downsample.fc1.weight.device();
+        let x = Tensor::<B::InnerBackend, 2>::from_data(
+            TensorData::new(wav.to_vec(), [1, wav.len()]),
+            &device,
+        );
+        let z_h = self.encoder.forward(x);
+        let z_l = sembo.compress(z_h.clone());
+        let zh_hat = sembo.restore(z_l.clone());
+        let [_, frames, channels] = z_h.dims();
+        let rows = |t: Tensor<B::InnerBackend, 3>| {
+            t.into_data()
+                .convert::<f32>()
+                .into_vec::<f32>()
+                .expect("float data")
+        };
+        let l = sembo_loss(z_h.clone(), zh_hat.clone(), z_l, self.lambda_recon);
+        SemboEval {
+            loss: l.total.into_scalar().elem(),
+            recon: l.recon.into_scalar().elem(),
+            tr: l.tr.into_scalar().elem(),
+            features: rows(z_h),
+            restored: rows(zh_hat),
+            frames,
+            channels,
+        }
     }
 
     /// Write SemBo, the optimiser state and the step into a checkpoint folder.

@@ -98,6 +98,9 @@ impl Checkpoints {
         let final_dir = self.root.join(format!("{PREFIX}{step:09}"));
         let tmp = self.root.join(format!("{TMP_PREFIX}{step:09}"));
         let _ = fs::remove_dir_all(&tmp);
+        // removed on a signal, and by the next start if the process dies outright
+        losatok_fs::temp::register(&tmp).map_err(|e| state_err(&tmp, e))?;
+        let _unregister = Unregister(&tmp);
         fs::create_dir_all(&tmp).map_err(|e| state_err(&tmp, e))?;
         write(&tmp)?;
         let mut sums = std::collections::BTreeMap::new();
@@ -114,7 +117,9 @@ impl Checkpoints {
         if final_dir.exists() {
             fs::remove_dir_all(&final_dir).map_err(|e| state_err(&final_dir, e))?;
         }
-        fs::rename(&tmp, &final_dir).map_err(|e| state_err(&final_dir, e))?;
+        losatok_fs::temp::publish(&tmp, || fs::rename(&tmp, &final_dir))
+            .map_err(|e| state_err(&final_dir, e))?
+            .map_err(|e| state_err(&final_dir, e))?;
         sync_dir(&self.root)?;
         let all = self.list()?;
         if all.len() > self.keep {
@@ -123,6 +128,16 @@ impl Checkpoints {
             }
         }
         Ok(final_dir)
+    }
+}
+
+/// Takes a temporary folder out of the signal-cleanup registry when dropped (it was renamed
+/// into place, or the write failed and the next start removes it).
+struct Unregister<'a>(&'a Path);
+
+impl Drop for Unregister<'_> {
+    fn drop(&mut self) {
+        losatok_fs::temp::unregister(self.0);
     }
 }
 
@@ -268,17 +283,10 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, TrainError> {
     serde_json::from_str(&text).map_err(|e| state_err(path, e))
 }
 
-/// Write bytes atomically next to `path`.
+/// Write bytes atomically next to `path` (see [`losatok_fs::write_atomic`]), replacing it.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
-    use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(|e| state_err(dir, e))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| state_err(path, e))?;
-    tmp.write_all(bytes).map_err(|e| state_err(path, e))?;
-    tmp.as_file().sync_all().map_err(|e| state_err(path, e))?;
-    tmp.persist(path).map_err(|e| state_err(path, e.error))?;
-    Ok(())
+    losatok_fs::write_atomic(path, bytes, true).map_err(|e| match e {
+        losatok_fs::FsError::Write { path, source } => state_err(&path, source),
+        other => state_err(path, other),
+    })
 }

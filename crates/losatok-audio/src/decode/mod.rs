@@ -343,6 +343,13 @@ fn open_file(path: &Path) -> Result<File, AudioError> {
             path: path.to_path_buf(),
         });
     }
+    if !meta.is_file() {
+        // opening a FIFO blocks until a writer comes; devices never end
+        return Err(AudioError::NotAFile {
+            path: path.to_path_buf(),
+            kind: losatok_fs::file_kind(&meta),
+        });
+    }
     let file = File::open(path).map_err(|e| AudioError::from_read(path, e))?;
     if meta.is_file() && meta.len() == 0 {
         return Err(AudioError::EmptyFile {

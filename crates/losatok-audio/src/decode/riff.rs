@@ -9,7 +9,7 @@
 use std::io::{self, Read};
 use std::path::Path;
 
-use crate::error::{AudioError, MAX_CHANNELS, MAX_SAMPLE_RATE};
+use crate::error::{AudioError, MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE};
 
 /// `WAVE_FORMAT_PCM`.
 const TAG_PCM: u16 = 0x0001;
@@ -88,7 +88,7 @@ impl Encoding {
     }
 
     /// Append the samples of `raw` (whole samples of this encoding) to `out` as f32, scaled as
-    /// the WAV reader scales them (see [`convert`]).
+    /// the WAV reader scales them (libsndfile's scaling, as documented at the module level).
     pub fn convert(self, raw: &[u8], out: &mut Vec<f32>) {
         convert(self, raw, out)
     }
@@ -219,7 +219,7 @@ fn parse_fmt(b: &[u8], data_len: Option<u64>, path: &Path) -> Result<WavHeader, 
             channels: u64::from(channels),
         });
     }
-    if sample_rate == 0 || sample_rate > MAX_SAMPLE_RATE {
+    if !(MIN_SAMPLE_RATE..=MAX_SAMPLE_RATE).contains(&sample_rate) {
         return Err(AudioError::InvalidSampleRate {
             path: path.to_path_buf(),
             rate: u64::from(sample_rate),

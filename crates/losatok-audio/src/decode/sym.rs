@@ -18,7 +18,7 @@ use symphonia::core::probe::Hint;
 use symphonia::core::sample::{i24, u24, Sample};
 
 use super::{AudioInfo, Container};
-use crate::error::{AudioError, MAX_CHANNELS, MAX_SAMPLE_RATE};
+use crate::error::{AudioError, MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE};
 
 /// Runs `f`, turning a panic inside symphonia into [`AudioError::Corrupt`].
 fn guarded<T>(path: &Path, what: &str, f: impl FnOnce() -> T) -> Result<T, AudioError> {
@@ -26,26 +26,92 @@ fn guarded<T>(path: &Path, what: &str, f: impl FnOnce() -> T) -> Result<T, Audio
         .map_err(|_| AudioError::corrupt(path, format!("the {what} panicked on malformed data")))
 }
 
-/// Maps a symphonia error to the crate error.
-fn map_err(path: &Path, err: SymError, stage: &str) -> AudioError {
+/// Where a symphonia error happened, named for the user: the container (`"WAV"`) or the
+/// codec (`"Microsoft ADPCM"`).
+#[derive(Clone, Copy)]
+enum Stage {
+    /// Reading the container's structure.
+    Container(&'static str),
+    /// Setting up the decoder of a codec.
+    Setup(&'static str),
+    /// Decoding a codec's audio data.
+    Data(&'static str),
+}
+
+/// The container's name for messages.
+fn container_name(c: Container) -> &'static str {
+    match c {
+        Container::Wav => "WAV",
+        Container::Flac => "FLAC",
+        Container::Ogg => "Ogg",
+        Container::Mp3 => "MP3",
+    }
+}
+
+/// A codec's name for messages, from symphonia's short name.
+fn codec_name(short: &str) -> &'static str {
+    match short {
+        "adpcm_ms" => "Microsoft ADPCM",
+        "adpcm_ima_wav" | "adpcm_ima_qt" => "IMA ADPCM",
+        "mp1" | "mp2" | "mp3" => "MPEG audio",
+        "flac" => "FLAC",
+        "vorbis" => "Vorbis",
+        "pcm_alaw" => "A-law",
+        "pcm_mulaw" => "μ-law",
+        s if s.starts_with("pcm") => "PCM",
+        _ => "audio",
+    }
+}
+
+/// A decoder library's message without its module prefix (`"adpcm (ima): invalid step index"`
+/// → `"invalid step index"`), as a detail in parentheses after the user-facing words.
+fn detail(msg: &str) -> &str {
+    msg.rsplit(": ").next().unwrap_or(msg)
+}
+
+/// Maps a symphonia error to the crate error, in the user's terms (what is damaged or not
+/// supported, by container or codec name), with the decoder's own words as a detail.
+fn map_err(path: &Path, err: SymError, stage: Stage) -> AudioError {
+    let (what, part) = match stage {
+        Stage::Container(c) => (c, "structure"),
+        Stage::Setup(c) => (c, "stream parameters"),
+        Stage::Data(c) => (c, "audio data"),
+    };
     match err {
         SymError::IoError(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
             AudioError::truncated(
                 path,
-                format!("unexpected end of file while reading the {stage}"),
+                format!("unexpected end of file while reading the {what} {part}"),
             )
         }
         SymError::IoError(e) => AudioError::from_read(path, e),
-        SymError::DecodeError(msg) => AudioError::corrupt(path, format!("{stage}: {msg}")),
-        SymError::Unsupported(msg) => AudioError::unsupported(path, msg),
-        SymError::LimitError(msg) => {
-            AudioError::corrupt(path, format!("{stage}: limit exceeded: {msg}"))
+        // a decoder "unsupported" in the middle of the data is damaged data
+        SymError::DecodeError(msg) | SymError::Unsupported(msg)
+            if matches!(stage, Stage::Data(_)) =>
+        {
+            AudioError::corrupt(path, format!("damaged {what} {part} ({})", detail(msg)))
         }
+        SymError::DecodeError(msg) => {
+            AudioError::corrupt(path, format!("damaged {what} {part} ({})", detail(msg)))
+        }
+        SymError::Unsupported(msg) => AudioError::unsupported(
+            path,
+            format!(
+                "{what} {part} of a kind this tool cannot read ({})",
+                detail(msg)
+            ),
+        ),
+        SymError::LimitError(msg) => AudioError::corrupt(
+            path,
+            format!("the {what} {part} exceed a decoder limit ({})", detail(msg)),
+        ),
         SymError::ResetRequired => AudioError::unsupported(
             path,
             "the stream changes its parameters mid-file (chained streams are not supported)",
         ),
-        SymError::SeekError(_) => AudioError::corrupt(path, format!("{stage}: seek error")),
+        SymError::SeekError(_) => {
+            AudioError::corrupt(path, format!("damaged {what} {part} (seek error)"))
+        }
     }
 }
 
@@ -61,6 +127,9 @@ pub(crate) struct SymSource {
     max_frames: Option<u64>,
     frames_read: u64,
     done: bool,
+    /// The container's and the codec's names for messages.
+    container: &'static str,
+    codec: &'static str,
 }
 
 impl SymSource {
@@ -87,7 +156,7 @@ impl SymSource {
                 &MetadataOptions::default(),
             )
         })?
-        .map_err(|e| map_err(path, e, "container"))?;
+        .map_err(|e| map_err(path, e, Stage::Container(container_name(container))))?;
         let format = probed.format;
 
         let track = format
@@ -101,7 +170,7 @@ impl SymSource {
         let sample_rate = params.sample_rate.ok_or_else(|| {
             AudioError::corrupt(path, "the stream does not state its sample rate")
         })?;
-        if sample_rate == 0 || sample_rate > MAX_SAMPLE_RATE {
+        if !(MIN_SAMPLE_RATE..=MAX_SAMPLE_RATE).contains(&sample_rate) {
             return Err(AudioError::InvalidSampleRate {
                 path: path.to_path_buf(),
                 rate: u64::from(sample_rate),
@@ -127,7 +196,7 @@ impl SymSource {
         let decoder = guarded(path, "decoder", || {
             codecs.make(&params, &DecoderOptions::default())
         })?
-        .map_err(|e| map_err(path, e, "decoder setup"))?;
+        .map_err(|e| map_err(path, e, Stage::Setup(codec_name(codec))))?;
 
         // Frame counts that a healthy file must reach: FLAC STREAMINFO, the WAV data chunk
         // size, and for MP3 the Xing/Info frame count when a LAME tag gives the exact
@@ -165,6 +234,8 @@ impl SymSource {
             max_frames,
             frames_read: 0,
             done: false,
+            container: container_name(container),
+            codec: codec_name(codec),
         };
         Ok((source, info))
     }
@@ -185,7 +256,7 @@ impl SymSource {
                 }
                 Err(e) => {
                     self.done = true;
-                    return Err(map_err(path, e, "container"));
+                    return Err(map_err(path, e, Stage::Container(self.container)));
                 }
             };
             if packet.track_id() != self.track_id {
@@ -209,7 +280,7 @@ impl SymSource {
                 }
                 Ok(Err(e)) => {
                     self.done = true;
-                    return Err(map_err(path, e, "audio data"));
+                    return Err(map_err(path, e, Stage::Data(self.codec)));
                 }
                 Err(e) => {
                     self.done = true;

@@ -20,7 +20,6 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
-use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -33,8 +32,8 @@ use super::{one_line, DataError};
 /// The domain of entries that do not name one.
 pub const DEFAULT_DOMAIN: &str = "general";
 
-/// File extensions (lowercase) that [`build_manifest`] treats as audio.
-pub const AUDIO_EXTENSIONS: [&str; 6] = ["wav", "wave", "flac", "ogg", "oga", "mp3"];
+/// File extensions (compared without case) that [`build_manifest`] treats as audio.
+pub use losatok_audio::AUDIO_EXTENSIONS;
 
 /// One audio file of a manifest.
 #[derive(Clone, Debug, PartialEq)]
@@ -299,7 +298,7 @@ pub fn write_manifest(entries: &[ManifestEntry], out: &Path) -> Result<(), DataE
     };
     let write_err = |source: std::io::Error| DataError::Write {
         path: out.to_path_buf(),
-        source: without_temp_path(source),
+        source,
     };
     let abs_dir = std::path::absolute(&dir).map_err(write_err)?;
     let mut text = String::new();
@@ -323,33 +322,16 @@ pub fn write_manifest(entries: &[ManifestEntry], out: &Path) -> Result<(), DataE
         text.push_str(&serde_json::Value::Object(obj).to_string());
         text.push('\n');
     }
-    if fs::metadata(out).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
-        // a device or FIFO (e.g. /dev/stdout) is written in place, never replaced
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .open(out)
-            .map_err(write_err)?;
-        return f
-            .write_all(text.as_bytes())
-            .and_then(|()| f.flush())
-            .map_err(write_err);
-    }
     if dir.exists() && !dir.is_dir() {
         return Err(write_err(std::io::Error::new(
             std::io::ErrorKind::NotADirectory,
             format!("{} is not a folder", dir.display()),
         )));
     }
-    fs::create_dir_all(&dir).map_err(write_err)?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".manifest-")
-        .suffix(".tmp")
-        .tempfile_in(&dir)
-        .map_err(write_err)?;
-    tmp.write_all(text.as_bytes()).map_err(write_err)?;
-    tmp.as_file().sync_all().map_err(write_err)?;
-    tmp.persist(out).map_err(|e| write_err(e.error))?;
-    Ok(())
+    losatok_fs::write_atomic(out, text.as_bytes(), true).map_err(|e| match e {
+        losatok_fs::FsError::Write { source, .. } => write_err(source),
+        other => DataError::Output(other),
+    })
 }
 
 /// `path` relative to `dir` when it lies under it (both made absolute, not canonicalised),
@@ -463,7 +445,7 @@ pub fn build_manifest(
     options: &BuildOptions,
 ) -> Result<BuildReport, DataError> {
     let mut found: Vec<(PathBuf, String)> = Vec::new();
-    let mut non_utf8 = Vec::new();
+    let mut passed_over = Vec::new();
     let mut seen = HashSet::new();
     for (root, domain) in roots {
         if let Some(d) = domain {
@@ -484,7 +466,17 @@ pub fn build_manifest(
         })?;
         let mut files = Vec::new();
         if meta.is_dir() {
-            walk(&abs_root, &mut files)?;
+            let w = losatok_audio::walk(&abs_root, &losatok_audio::WalkOptions::default())
+                .map_err(|e| DataError::Read {
+                    path: root.clone(),
+                    source: std::io::Error::other(e.to_string()),
+                })?;
+            for (p, why) in w.skipped {
+                let p = abs_root.join(p);
+                tracing::warn!("skipping {}: {why}", p.display());
+                passed_over.push((p, why.to_string()));
+            }
+            files.extend(w.files.into_iter().map(|f| abs_root.join(f)));
         } else {
             files.push(abs_root.clone());
         }
@@ -498,7 +490,7 @@ pub fn build_manifest(
                     file.display()
                 );
                 tracing::warn!("{msg}");
-                non_utf8.push((file, msg));
+                passed_over.push((file, msg));
                 continue;
             }
             let d = match domain {
@@ -508,7 +500,7 @@ pub fn build_manifest(
             found.push((file, d));
         }
     }
-    if found.is_empty() && non_utf8.is_empty() {
+    if found.is_empty() && passed_over.is_empty() {
         return Err(DataError::NoData(format!(
             "no audio files ({}) found under {}",
             AUDIO_EXTENSIONS.join(", "),
@@ -522,7 +514,7 @@ pub fn build_manifest(
 
     let results = probe_all(&found, options);
     let mut report = BuildReport {
-        skipped: non_utf8,
+        skipped: passed_over,
         ..BuildReport::default()
     };
     for ((path, domain), result) in found.into_iter().zip(results) {
@@ -600,56 +592,6 @@ fn probe_duration(path: &Path, measure: bool) -> ProbeResult {
         }
         None => Ok(None),
     }
-}
-
-/// An I/O error without the temporary file's path that `tempfile` adds to its messages
-/// ("… at path \"/out/.x.wav.Ab12Cd.tmp\""): the message names the destination instead.
-fn without_temp_path(e: std::io::Error) -> std::io::Error {
-    let text = e.to_string();
-    match text.find(" at path \"") {
-        Some(i) if e.get_ref().is_some() => std::io::Error::new(e.kind(), &text[..i]),
-        _ => e,
-    }
-}
-
-/// Collects audio files under `dir`, sorted by name at every level.
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DataError> {
-    let read_err = |source: std::io::Error| DataError::Read {
-        path: dir.to_path_buf(),
-        source,
-    };
-    let mut children: Vec<(std::ffi::OsString, PathBuf, fs::FileType)> = Vec::new();
-    for entry in fs::read_dir(dir).map_err(read_err)? {
-        let entry = entry.map_err(read_err)?;
-        let name = entry.file_name();
-        if name.to_string_lossy().starts_with('.') {
-            continue;
-        }
-        let ft = entry.file_type().map_err(|source| DataError::Read {
-            path: entry.path(),
-            source,
-        })?;
-        children.push((name, entry.path(), ft));
-    }
-    children.sort_by(|a, b| a.0.cmp(&b.0));
-    for (_, path, ft) in children {
-        if ft.is_dir() {
-            walk(&path, out)?;
-        } else if is_audio_name(&path) {
-            // Regular files, and symbolic links that lead to a regular file.
-            let is_file = ft.is_file() || (ft.is_symlink() && path.is_file());
-            if is_file {
-                out.push(path);
-            }
-        }
-    }
-    Ok(())
-}
-
-fn is_audio_name(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| AUDIO_EXTENSIONS.iter().any(|a| a.eq_ignore_ascii_case(e)))
 }
 
 /// The first folder level of `file` below `root`, or [`DEFAULT_DOMAIN`].

@@ -56,6 +56,10 @@ pub enum DataError {
         source: std::io::Error,
     },
 
+    /// An output the file layer refuses (a device, a folder, an input as output).
+    #[error(transparent)]
+    Output(losatok_fs::FsError),
+
     /// A malformed manifest line.
     #[error("{}:{line}: {message}", .path.display())]
     Manifest {

@@ -42,8 +42,10 @@ pub enum DistError {
 /// How long ranks wait for each other at start-up: `LOSATOK_RENDEZVOUS_TIMEOUT` seconds,
 /// 900 by default (long enough for every node of a large job to load its weights).
 pub fn rendezvous_timeout() -> Result<Duration, DistError> {
+    // unset and empty alike mean the default, as for the launcher's variables
     match std::env::var("LOSATOK_RENDEZVOUS_TIMEOUT") {
         Err(_) => Ok(Duration::from_secs(900)),
+        Ok(v) if v.trim().is_empty() => Ok(Duration::from_secs(900)),
         Ok(v) => v
             .trim()
             .parse::<f64>()
@@ -116,10 +118,16 @@ impl Group {
             return Ok(Self::Local(Local));
         }
         let Some(ordinal) = cuda_ordinal else {
-            return Err(DistError::Env(format!(
-                "{} ranks need GPUs: multi-process training runs on CUDA with NCCL (--device cuda)",
-                world
-            )));
+            return Err(DistError::Env(if world == 1 {
+                "the NCCL collective needs a GPU: NCCL reduces gradients on CUDA devices \
+                 (--device cuda)"
+                    .to_string()
+            } else {
+                format!(
+                    "{world} ranks need GPUs: multi-process training runs on CUDA with NCCL \
+                     (--device cuda)"
+                )
+            }));
         };
         let single = DistEnv::single();
         let env = env.unwrap_or(&single);

@@ -202,13 +202,10 @@ pub fn truncate_after_step(path: impl AsRef<Path>, step: u64) -> Result<Truncati
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Truncation::default()),
         Err(e) => return Err(read_err(e)),
     };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let perms = file.metadata().map_err(read_err)?.permissions();
-    let mut tmp = super::temp_file_in(dir, Some(perms)).map_err(write_err)?;
-    let mut out = std::io::BufWriter::new(tmp.as_file_mut());
+    // the rewrite keeps the file's permissions
+    let mut tmp =
+        losatok_fs::AtomicFile::create(path, true).map_err(|e| super::fs_error(path, e))?;
+    let mut out = std::io::BufWriter::new(&mut tmp);
     let mut reader = BufReader::new(file);
     let mut result = Truncation::default();
     let mut buf = Vec::new();
@@ -238,9 +235,7 @@ pub fn truncate_after_step(path: impl AsRef<Path>, step: u64) -> Result<Truncati
     out.flush().map_err(write_err)?;
     drop(out);
     if result.removed > 0 {
-        tmp.as_file().sync_all().map_err(write_err)?;
-        tmp.persist(path).map_err(|e| write_err(e.error))?;
-        sync_dir(dir);
+        tmp.commit().map_err(|e| super::fs_error(path, e))?;
     }
     Ok(result)
 }
@@ -283,16 +278,6 @@ fn cut_torn_tail(path: &Path) -> Result<Option<f64>, MetricsError> {
         .filter_map(|l| serde_json::from_slice::<serde_json::Value>(l).ok())
         .find_map(|v| v.get("time")?.as_f64());
     Ok(last_time)
-}
-
-/// Best-effort `fsync` of a folder so a rename in it is durable.
-fn sync_dir(dir: &Path) {
-    #[cfg(unix)]
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
 }
 
 #[cfg(test)]

@@ -32,7 +32,9 @@ pub use image::{
     Colormap, Spectrogram, SpectrogramStyle,
 };
 pub use jsonl::{truncate_after_step, MetricsLog, Truncation, METRICS_FILE};
-pub use tfevents::{crc32c, encode_wav, masked_crc32c, EventWriter};
+pub use tfevents::{
+    crc32c, encode_wav, masked_crc32c, truncate_events_after_step, EventTruncation, EventWriter,
+};
 
 /// Name of the folder (inside the run folder) holding audio and image samples.
 pub const SAMPLES_DIR: &str = "samples";
@@ -122,22 +124,36 @@ pub struct RunLogger {
 impl RunLogger {
     /// Opens (creating folders as needed) the logs of `run_dir`.
     ///
-    /// With `resume_from_step = Some(s)` (the step of the checkpoint a run resumes from),
-    /// records with `step > s` are first removed from `metrics.jsonl` (see
-    /// [`truncate_after_step`]), and the new TensorBoard event file starts with a session
-    /// restart marker at step `s + 1`, so that TensorBoard drops the stale points logged
-    /// after the checkpoint by the interrupted run. A fresh event file is created on every
-    /// open; TensorBoard reads all files of the folder as one run.
+    /// With `resume_from_step = Some(s)` (the step of the checkpoint a run resumes from; 0 for
+    /// a fresh start over the logs of an attempt that never reached a checkpoint), both logs
+    /// are cut back to step `s` consistently: records with `step > s` are removed from
+    /// `metrics.jsonl` (see [`truncate_after_step`]) and from the event files (see
+    /// [`truncate_events_after_step`]); event files left without data are deleted, and the
+    /// newest remaining one is continued. Without it (or with no event file left), a new event
+    /// file is created.
     pub fn open(
         run_dir: impl AsRef<Path>,
         resume_from_step: Option<u64>,
     ) -> Result<Self, MetricsError> {
         let run_dir = run_dir.as_ref().to_path_buf();
         let jsonl = MetricsLog::open(&run_dir, resume_from_step)?;
-        let mut events = EventWriter::create(&run_dir)?;
+        let mut continued = None;
         if let Some(step) = resume_from_step {
-            events.session_start(step.saturating_add(1))?;
+            for path in event_files(&run_dir)? {
+                if truncate_events_after_step(&path, step)?.kept == 0 {
+                    fs::remove_file(&path).map_err(|source| MetricsError::Write {
+                        path: path.clone(),
+                        source,
+                    })?;
+                } else {
+                    continued = Some(path);
+                }
+            }
         }
+        let mut events = match continued {
+            Some(path) => EventWriter::append(&path)?,
+            None => EventWriter::create(&run_dir)?,
+        };
         events.flush()?;
         Ok(Self {
             run_dir,
@@ -162,10 +178,12 @@ impl RunLogger {
     }
 
     /// Logs scalars of `step` to `metrics.jsonl` (full `f64` precision, one line) and to
-    /// TensorBoard (as `f32`, one event). The JSONL line is flushed at once.
+    /// TensorBoard (as `f32`, one event). Both are written out at once, so a crash loses
+    /// neither.
     pub fn log_scalars(&mut self, step: u64, metrics: &[(&str, f64)]) -> Result<(), MetricsError> {
         self.jsonl.log(step, metrics)?;
-        self.events.scalars(step, metrics)
+        self.events.scalars(step, metrics)?;
+        self.events.flush()
     }
 
     /// Logs a mono waveform (`[-1, 1]`, `sample_rate` Hz) to TensorBoard as 16-bit PCM WAV
@@ -179,6 +197,7 @@ impl RunLogger {
         sample_rate: u32,
     ) -> Result<(), MetricsError> {
         self.events.audio_wav(tag, step, samples, sample_rate)?;
+        self.events.flush()?;
         let path = self.sample_path(tag, step, "wav")?;
         losatok_audio::write_wav(&path, samples, sample_rate, WavFormat::Float32)
             .map_err(|source| MetricsError::Wav { path, source })
@@ -197,6 +216,7 @@ impl RunLogger {
             message: "not a PNG (no IHDR header)".into(),
         })?;
         self.events.image_png(tag, step, png, width, height)?;
+        self.events.flush()?;
         let path = self.sample_path(tag, step, "png")?;
         write_atomic(&path, png)
     }
@@ -219,6 +239,30 @@ impl RunLogger {
     }
 }
 
+/// The TensorBoard event files of a folder, oldest first (their names start with the creation
+/// time).
+fn event_files(dir: &Path) -> Result<Vec<PathBuf>, MetricsError> {
+    let mut files: Vec<PathBuf> = match fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                tfevents::is_event_file_name(&e.file_name().to_string_lossy())
+                    && e.file_type().is_ok_and(|t| t.is_file())
+            })
+            .map(|e| e.path())
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(source) => {
+            return Err(MetricsError::Read {
+                path: dir.to_path_buf(),
+                source,
+            })
+        }
+    };
+    files.sort();
+    Ok(files)
+}
+
 /// Replaces characters that are unsafe in a file name by `_`.
 fn sanitize_file_name(tag: &str) -> String {
     let s: String = tag
@@ -237,41 +281,21 @@ fn sanitize_file_name(tag: &str) -> String {
     }
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
+/// Writes `bytes` to `path` atomically (see [`losatok_fs::write_atomic`]), replacing it.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), MetricsError> {
-    use std::io::Write;
-    let write_err = |source| MetricsError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut tmp = temp_file_in(dir, None).map_err(write_err)?;
-    tmp.write_all(bytes).map_err(write_err)?;
-    tmp.as_file().sync_all().map_err(write_err)?;
-    tmp.persist(path).map_err(|e| write_err(e.error))?;
-    Ok(())
+    losatok_fs::write_atomic(path, bytes, true).map_err(|e| fs_error(path, e))
 }
 
-/// A temporary file in `dir` (hidden, `.tmp` suffix) with the permissions of a regular new
-/// file (`0666` less the umask) or `perms`, instead of `tempfile`'s `0600`.
-pub(crate) fn temp_file_in(
-    dir: &Path,
-    perms: Option<fs::Permissions>,
-) -> std::io::Result<tempfile::NamedTempFile> {
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(".losatok-").suffix(".tmp");
-    #[cfg(unix)]
-    let perms = perms.or_else(|| {
-        use std::os::unix::fs::PermissionsExt;
-        Some(fs::Permissions::from_mode(0o666))
-    });
-    if let Some(p) = perms {
-        builder.permissions(p);
+/// A file-layer error as a [`MetricsError`].
+pub(crate) fn fs_error(path: &Path, e: losatok_fs::FsError) -> MetricsError {
+    match e {
+        losatok_fs::FsError::Write { path, source } => MetricsError::Write { path, source },
+        losatok_fs::FsError::Read { path, source } => MetricsError::Read { path, source },
+        other => MetricsError::Write {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(other.to_string()),
+        },
     }
-    builder.tempfile_in(dir)
 }
 
 #[cfg(test)]
@@ -337,7 +361,8 @@ mod tests {
         let png = fs::read(run.join("samples/eval_mel_5.png")).unwrap();
         assert_eq!(image::png_size(&png), Some((10, 16)));
 
-        // Resume from step 3: steps 4 and 5 disappear from the JSONL log.
+        // Resume from step 3: steps 4 and 5 disappear from both logs, and the event file is
+        // continued (not a second one).
         {
             let mut log = RunLogger::open(&run, Some(3)).unwrap();
             log.log_scalars(4, &[("loss", 0.3)]).unwrap();
@@ -362,6 +387,6 @@ mod tests {
                     .starts_with("events.out.tfevents.")
             })
             .count();
-        assert_eq!(n_events, 2);
+        assert_eq!(n_events, 1);
     }
 }

@@ -257,15 +257,10 @@ pub fn encode_wav(samples: &[f32], sample_rate: u32, format: WavFormat) -> Vec<u
 // The writer
 // ---------------------------------------------------------------------------------------------
 
-/// The host name for event file names (`/proc/sys/kernel/hostname`, `/etc/hostname`,
-/// `$HOSTNAME`, else `localhost`), restricted to `[A-Za-z0-9._-]`.
+/// The host name for event file names ([`losatok_fs::hostname`]), restricted to
+/// `[A-Za-z0-9._-]`.
 fn hostname() -> String {
-    let raw = ["/proc/sys/kernel/hostname", "/etc/hostname"]
-        .iter()
-        .find_map(|p| fs::read_to_string(p).ok())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_default();
-    let name: String = raw
+    let name: String = losatok_fs::hostname()
         .trim()
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
@@ -275,6 +270,135 @@ fn hostname() -> String {
     } else {
         name
     }
+}
+
+/// Whether `name` is the name of a TensorBoard event file.
+pub fn is_event_file_name(name: &str) -> bool {
+    name.starts_with("events.out.tfevents.")
+}
+
+/// The complete records of an event file, as byte ranges of their data: reading stops at the
+/// first record that is torn (a crash while writing) or fails its checksums.
+fn record_spans(file: &[u8]) -> Vec<std::ops::Range<usize>> {
+    let mut spans = Vec::new();
+    let mut pos = 0usize;
+    while file.len() - pos >= 12 {
+        let len_bytes: [u8; 8] = file[pos..pos + 8].try_into().expect("8 bytes");
+        let crc = u32::from_le_bytes(file[pos + 8..pos + 12].try_into().expect("4 bytes"));
+        if crc != masked_crc32c(&len_bytes) {
+            break;
+        }
+        let Ok(len) = usize::try_from(u64::from_le_bytes(len_bytes)) else {
+            break;
+        };
+        let start = pos + 12;
+        let Some(end) = start.checked_add(len).filter(|e| e + 4 <= file.len()) else {
+            break;
+        };
+        let crc = u32::from_le_bytes(file[end..end + 4].try_into().expect("4 bytes"));
+        if crc != masked_crc32c(&file[start..end]) {
+            break;
+        }
+        spans.push(start..end);
+        pos = end + 4;
+    }
+    spans
+}
+
+/// A protobuf varint at `*pos`, advancing it.
+fn get_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *buf.get(*pos)?;
+        *pos += 1;
+        v |= u64::from(b & 0x7F) << shift;
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// The `step` of a serialized `Event`, and whether it carries data (a summary or a session
+/// log, as opposed to the `file_version` header).
+fn event_step(event: &[u8]) -> (Option<u64>, bool) {
+    let mut pos = 0;
+    let (mut step, mut data) = (None, false);
+    while pos < event.len() {
+        let Some(key) = get_varint(event, &mut pos) else {
+            break;
+        };
+        let (field, wire) = ((key >> 3) as u32, (key & 7) as u32);
+        let skipped = match wire {
+            VARINT => match get_varint(event, &mut pos) {
+                Some(v) if field == EVENT_STEP => {
+                    step = Some(v);
+                    true
+                }
+                Some(_) => true,
+                None => false,
+            },
+            FIXED64 => {
+                pos += 8;
+                true
+            }
+            FIXED32 => {
+                pos += 4;
+                true
+            }
+            LEN => match get_varint(event, &mut pos).and_then(|n| usize::try_from(n).ok()) {
+                Some(n) => {
+                    data |= field == EVENT_SUMMARY || field == EVENT_SESSION_LOG;
+                    pos = pos.saturating_add(n);
+                    true
+                }
+                None => false,
+            },
+            _ => false,
+        };
+        if !skipped {
+            break;
+        }
+    }
+    (step, data)
+}
+
+/// What [`truncate_events_after_step`] left.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventTruncation {
+    /// Events with data (summaries, session logs) kept.
+    pub kept: usize,
+    /// Records removed (later steps, and a torn tail).
+    pub removed: usize,
+}
+
+/// Removes from the event file at `path` every event of a step greater than `step`, and a torn
+/// or damaged tail, so that a run resumed from the checkpoint of `step` continues a consistent
+/// history (the same cut [`super::truncate_after_step`] makes in `metrics.jsonl`). The file is
+/// rewritten atomically, only if something is removed.
+pub fn truncate_events_after_step(path: &Path, step: u64) -> Result<EventTruncation, MetricsError> {
+    let bytes = fs::read(path).map_err(|source| MetricsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let spans = record_spans(&bytes);
+    let mut result = EventTruncation::default();
+    let mut out = Vec::with_capacity(bytes.len());
+    for span in &spans {
+        let (event_step, data) = event_step(&bytes[span.clone()]);
+        if event_step.is_some_and(|s| s > step) {
+            result.removed += 1;
+            continue;
+        }
+        result.kept += usize::from(data);
+        frame_record(&bytes[span.clone()], &mut out);
+    }
+    let torn = bytes.len() != spans.iter().map(|s| s.len() + 16).sum::<usize>();
+    result.removed += usize::from(torn);
+    if result.removed > 0 {
+        losatok_fs::write_atomic(path, &out, true).map_err(|e| super::fs_error(path, e))?;
+    }
+    Ok(result)
 }
 
 /// Writes a TensorBoard event file.
@@ -328,6 +452,23 @@ impl EventWriter {
         writer.write_event(&event)?;
         writer.flush()?;
         Ok(writer)
+    }
+
+    /// Continues an existing event file (see [`truncate_events_after_step`] to cut it back to
+    /// a checkpoint first).
+    pub fn append(path: &Path) -> Result<Self, MetricsError> {
+        let file = OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(|source| MetricsError::Write {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            out: BufWriter::new(file),
+            record: Vec::new(),
+        })
     }
 
     /// The event file.
