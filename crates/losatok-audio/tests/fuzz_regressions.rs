@@ -37,3 +37,23 @@ fn ms_adpcm_decoder_overflow() {
         }
     }
 }
+
+/// A 13 kB FLAC file whose comment block claims a 3.3 GB comment: symphonia allocates the
+/// comment's buffer before reading it (an out-of-memory under the fuzzer's 2 GB limit). The
+/// length fields are checked first and the file is reported as damaged, at no cost in memory.
+#[test]
+fn flac_comment_longer_than_its_block() {
+    let p = input("flac_comment_3gb.flac");
+    for r in [
+        probe(&p).map(|_| ()),
+        decode(&p).map(|_| ()),
+        load(&p).map(|_| ()),
+        Mono16kStream::open(&p).map(|_| ()),
+    ] {
+        let msg = r.unwrap_err().to_string();
+        assert!(
+            msg.contains("flac_comment_3gb.flac") && msg.contains("damaged FLAC comment block"),
+            "{msg}"
+        );
+    }
+}

@@ -22,6 +22,7 @@
 //!   as `librosa.load(sr=...)` rejects them too;
 //! * a stream with no frames is an error ([`AudioError::NoSamples`]).
 
+mod guard;
 mod riff;
 mod sym;
 

@@ -135,10 +135,12 @@ pub(crate) struct SymSource {
 impl SymSource {
     /// Opens `file` (positioned at byte 0) as `container`.
     pub(crate) fn open(
-        file: File,
+        mut file: File,
         path: &Path,
         container: Container,
     ) -> Result<(Self, AudioInfo), AudioError> {
+        // symphonia trusts metadata lengths when it allocates: check them first
+        super::guard::check(&mut file, container, path)?;
         let mut hint = Hint::new();
         hint.with_extension(container.extension());
         let mss = MediaSourceStream::new(Box::new(file), MediaSourceStreamOptions::default());
