@@ -8,7 +8,8 @@ use libfuzzer_sys::fuzz_target;
 mod common;
 
 /// Inputs whose 16 kHz version would be longer than this are only decoded, not resampled
-/// (a 1 Hz header makes a few kB into minutes of audio; that is slow, not a bug).
+/// (at the lowest rate accepted, 1 kHz, a few kB are still seconds of audio to resample;
+/// that is slow, not a bug).
 const MAX_RESAMPLED: u64 = 1 << 21;
 
 fuzz_target!(init: common::tolerate_caught_third_party_panics(), |data: &[u8]| {

@@ -12,6 +12,7 @@ fuzz_target!(init: common::tolerate_caught_third_party_panics(), |data: &[u8]| {
     let Ok(file) = losatok::FeatureFile::open(&path) else {
         return;
     };
+    let _ = file.check_metadata(16_000, 25);
     let names: Vec<String> = file.names().map(String::from).collect();
     for name in names {
         let _ = file.shape(&name);
