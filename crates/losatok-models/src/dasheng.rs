@@ -8,11 +8,10 @@ use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{LayerNorm, Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 use losatok_dsp::{LogPowerMel, LogPowerMelConfig};
 
 use crate::config::AudioEncoderConfig;
+use crate::cpu_fast_path::{attention_from_qkv, linear};
 use crate::layers::{layer_norm, LayerScale, Mlp};
 
 /// LayerNorm epsilon of the transformer (timm ViT).
@@ -76,25 +75,8 @@ pub struct Attention<B: Backend> {
 impl<B: Backend> Attention<B> {
     /// `[B, c, E]` → `[B, c, E]`: bidirectional softmax attention with scale `d^−½`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let [b, c, e] = x.dims();
-        let h = self.num_heads;
-        let d = e / h;
-        let qkv = self.qkv.forward(x);
-        let heads = |i: usize| {
-            qkv.clone()
-                .narrow(2, i * e, e)
-                .reshape([b, c, h, d])
-                .swap_dims(1, 2)
-        };
-        let o = attention(
-            heads(0),
-            heads(1),
-            heads(2),
-            None,
-            None,
-            AttentionModuleOptions::default(),
-        );
-        self.proj.forward(o.swap_dims(1, 2).reshape([b, c, e]))
+        let qkv = linear(&self.qkv, x);
+        linear(&self.proj, attention_from_qkv(qkv, self.num_heads))
     }
 }
 

@@ -4,7 +4,7 @@ use burn::module::Param;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 
-use crate::fused::gelu;
+use crate::cpu_fast_path::{gelu, linear};
 
 /// `Linear → exact GELU → Linear` (transformer MLP, SemBo compressor and restorer).
 #[derive(Module, Debug)]
@@ -26,7 +26,7 @@ impl<B: Backend> Mlp<B> {
 
     /// `fc2(GELU(fc1(x)))` with the exact (erf) GELU.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        self.fc2.forward(gelu(self.fc1.forward(x)))
+        linear(&self.fc2, gelu(linear(&self.fc1, x)))
     }
 }
 

@@ -7,7 +7,7 @@ use burn::prelude::*;
 use losatok_dsp::{Istft, IstftConfig, IstftPadding};
 
 use crate::config::TokenizerConfig;
-use crate::fused::gelu;
+use crate::cpu_fast_path::{depthwise_conv1d_channels_last, gelu, linear};
 use crate::layers::{broadcast_last, layer_norm};
 
 /// LayerNorm epsilon of every Vocos norm.
@@ -33,11 +33,17 @@ pub struct ConvNeXtBlock<B: Backend> {
 impl<B: Backend> ConvNeXtBlock<B> {
     /// `[B, C, T]` → `[B, C, T]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let h = self.dwconv.forward(x.clone()).swap_dims(1, 2);
+        self.forward_channels_last(x.swap_dims(1, 2))
+            .swap_dims(1, 2)
+    }
+
+    /// The same block on channels-last activations, `[B, T, C]` → `[B, T, C]` (how the
+    /// backbone runs it: every op but the depthwise convolution works on the channel axis).
+    pub fn forward_channels_last(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let h = depthwise_conv1d_channels_last(&self.dwconv, x.clone());
         let h = self.norm.forward(h);
-        let h = self.pwconv2.forward(gelu(self.pwconv1.forward(h)));
-        let h = h * broadcast_last::<B, 3>(self.gamma.val());
-        x + h.swap_dims(1, 2)
+        let h = linear(&self.pwconv2, gelu(linear(&self.pwconv1, h)));
+        x + h * broadcast_last::<B, 3>(self.gamma.val())
     }
 }
 
@@ -58,11 +64,11 @@ impl<B: Backend> VocosBackbone<B> {
     /// `[B, E, T2]` → `[B, T2, C]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let x = self.embed.forward(x);
-        let mut x = self.norm.forward(x.swap_dims(1, 2)).swap_dims(1, 2);
+        let mut x = self.norm.forward(x.swap_dims(1, 2));
         for block in &self.convnext {
-            x = block.forward(x);
+            x = block.forward_channels_last(x);
         }
-        self.final_layer_norm.forward(x.swap_dims(1, 2))
+        self.final_layer_norm.forward(x)
     }
 }
 
@@ -108,7 +114,7 @@ impl<B: Backend> IstftHead<B> {
         &self,
         x: Tensor<B, 3>,
     ) -> (Tensor<B, 2>, Tensor<B, 3>, Tensor<B, 3>, Tensor<B, 3>) {
-        let h = self.out.forward(x);
+        let h = linear(&self.out, x);
         let k = h.dims()[2] / 2;
         let mag = h.clone().narrow(2, 0, k).exp().clamp_max(MAX_MAGNITUDE);
         let phase = h.clone().narrow(2, k, k);

@@ -1,17 +1,16 @@
-//! CPU fast paths for the element-wise hot spots that profiling found on the Flex backend.
+//! Exact GELU on every rayon thread.
 //!
 //! Flex runs element-wise activations on one thread with a scalar `libm` erf: on 2 threads the
 //! exact GELU was 9–12 % of the decoder's CPU time and, being serial, about a fifth of its wall
 //! time. [`gelu`] computes the same function on every rayon thread with a branch-free,
-//! vectorisable formula. Other backends (CUDA, and `Autodiff<Flex>` during training, whose
-//! tensors are not plain Flex tensors) take Burn's own `gelu`, so gradients are untouched.
-
-use std::any::Any;
+//! vectorisable formula.
 
 use burn::prelude::*;
-use burn::tensor::{DType, TensorPrimitive};
+use burn::tensor::DType;
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
+
+use super::on_flex;
 
 /// Elements per rayon task: large enough to amortise scheduling, small enough to split a
 /// `[250, 5120]` activation across threads.
@@ -24,31 +23,6 @@ pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     match on_flex(x, |t| map_f32(t, gelu_f32)) {
         Ok(y) => y,
         Err(x) => burn::tensor::activation::gelu(x),
-    }
-}
-
-/// Run `f` on the Flex tensor behind `x`; `Err(x)` unchanged when `x` is not a plain Flex tensor
-/// or `f` declines it.
-fn on_flex<B: Backend, const D: usize>(
-    x: Tensor<B, D>,
-    f: impl FnOnce(FlexTensor) -> Result<FlexTensor, FlexTensor>,
-) -> Result<Tensor<B, D>, Tensor<B, D>> {
-    let TensorPrimitive::Float(p) = x.into_primitive() else {
-        unreachable!("float tensors of a quantized model are not used here")
-    };
-    let back = |t: Box<dyn Any>| {
-        let p = *t
-            .downcast::<B::FloatTensorPrimitive>()
-            .unwrap_or_else(|_| unreachable!("the primitive's own type"));
-        Tensor::<B, D>::from_primitive(TensorPrimitive::Float(p))
-    };
-    let boxed: Box<dyn Any> = Box::new(p);
-    match boxed.downcast::<FlexTensor>() {
-        Ok(flex) => match f(*flex) {
-            Ok(out) => Ok(back(Box::new(out))),
-            Err(orig) => Err(back(Box::new(orig))),
-        },
-        Err(other) => Err(back(other)),
     }
 }
 

@@ -1,0 +1,169 @@
+//! CPU fast paths for the hot spots that profiling found on the Flex backend.
+//!
+//! Each function here computes exactly what a few of Burn's generic ops compute, and takes a
+//! multi-threaded, copy-free route when its tensors are plain Flex `f32` tensors. Every other
+//! case — CUDA, wgpu, `Autodiff<Flex>` during training (its tensors are not plain Flex tensors),
+//! other dtypes or layouts — takes Burn's generic ops, so gradients and other backends are
+//! untouched. Each fast path is tested against its generic path.
+//!
+//! Why they exist (`perf` at full size, 2 threads, AMD EPYC Zen 3): matrix products were 76 %
+//! (encode) and 82 % (decode) of the CPU time and ran on both cores, but Flex runs element-wise
+//! ops, copies between layouts and attention on one thread, so the process used about 1.5 of 2
+//! cores. On the encoder, attention alone (per head, on the calling thread, after copying q, k
+//! and v into head-major layout) was 11 % of all CPU time; in the decoder the transposes around
+//! each depthwise convolution and the strided residual add were the serial part.
+//!
+//! * [`linear`]: `x·W + b` with the output columns split across threads (each thread packs only
+//!   its share of `W`) and the bias written before the product instead of added after it.
+//! * [`attention_from_qkv`]: softmax attention straight from the fused `qkv` projection, one
+//!   task per (batch, head), writing each head's output into its columns of `[B, c, E]`; no
+//!   head-major copies.
+//! * [`depthwise_conv1d_channels_last`]: the ConvNeXt depthwise convolution on `[B, T, C]`, so
+//!   the Vocos backbone stays channels-last from its first norm to its last.
+//! * [`gelu`]: exact GELU on every thread.
+//!
+//! Why not Burn's own kernels: Flex 0.21 has no fused linear, runs attention serially over
+//! heads, and has no channels-last depthwise convolution; a `[patch]` of Burn would be a
+//! maintenance cost for the whole workspace, while these functions are small, local and tested
+//! against Burn's results.
+
+use std::any::{Any, TypeId};
+
+use burn::prelude::*;
+use burn::tensor::{DType, TensorPrimitive};
+use burn_flex::FlexTensor;
+
+mod attention;
+mod dwconv;
+mod gelu;
+mod linear;
+
+pub use attention::attention_from_qkv;
+pub use dwconv::depthwise_conv1d_channels_last;
+pub use gelu::{gelu, gelu_f32};
+pub use linear::linear;
+
+/// Below this many multiply-adds a product runs on the calling thread (the threshold Flex uses
+/// for its own matrix products, 192³).
+const PARALLEL_MACS: usize = 192 * 192 * 192;
+
+/// Whether `B`'s float tensors are plain Flex tensors.
+fn is_flex<B: Backend>() -> bool {
+    TypeId::of::<B::FloatTensorPrimitive>() == TypeId::of::<FlexTensor>()
+}
+
+/// The Flex tensor behind `x`, or `x` back when `B` is not Flex.
+fn into_flex<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<FlexTensor, Tensor<B, D>> {
+    let TensorPrimitive::Float(p) = x.into_primitive() else {
+        unreachable!("float tensors of a quantized model are not used here")
+    };
+    let boxed: Box<dyn Any> = Box::new(p);
+    boxed.downcast::<FlexTensor>().map(|t| *t).map_err(|other| {
+        let p = *other
+            .downcast::<B::FloatTensorPrimitive>()
+            .unwrap_or_else(|_| unreachable!("the primitive's own type"));
+        Tensor::from_primitive(TensorPrimitive::Float(p))
+    })
+}
+
+/// A Flex tensor as a `Tensor<B, D>`; only called where [`is_flex::<B>`] holds.
+fn from_flex<B: Backend, const D: usize>(t: FlexTensor) -> Tensor<B, D> {
+    let boxed: Box<dyn Any> = Box::new(t);
+    let p = *boxed
+        .downcast::<B::FloatTensorPrimitive>()
+        .unwrap_or_else(|_| unreachable!("called only when B is Flex"));
+    Tensor::from_primitive(TensorPrimitive::Float(p))
+}
+
+/// Run `f` on the Flex tensor behind `x`; `Err(x)` unchanged when `x` is not a plain Flex tensor
+/// or `f` declines it.
+fn on_flex<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    f: impl FnOnce(FlexTensor) -> Result<FlexTensor, FlexTensor>,
+) -> Result<Tensor<B, D>, Tensor<B, D>> {
+    let t = into_flex(x)?;
+    f(t).map(from_flex).map_err(from_flex)
+}
+
+/// The elements of a contiguous `f32` tensor, in order (`None` for other dtypes and layouts).
+fn f32_elements(t: &FlexTensor) -> Option<&[f32]> {
+    if t.dtype() != DType::F32 || !t.is_contiguous() {
+        return None;
+    }
+    let start = t.layout().start_offset();
+    let n = t.layout().num_elements();
+    t.storage::<f32>().get(start..start + n)
+}
+
+/// A new contiguous `f32` Flex tensor.
+fn flex_f32(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+/// A raw pointer that may cross threads: each task writes a disjoint part of one buffer.
+#[derive(Clone, Copy)]
+struct SharedMut(*mut f32);
+// SAFETY: every user hands each task a disjoint set of elements, and the buffer outlives the
+// parallel loop that uses the pointer.
+unsafe impl Send for SharedMut {}
+// SAFETY: as above.
+unsafe impl Sync for SharedMut {}
+
+impl SharedMut {
+    /// The pointer (a method, so that closures capture the `Send` wrapper, not its field).
+    fn ptr(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// One strided `f32` matrix operand: element `(i, j)` is at `ptr + i·row + j·col`.
+#[derive(Clone, Copy)]
+struct Mat {
+    ptr: *const f32,
+    row: isize,
+    col: isize,
+}
+
+/// `dst = scale·lhs·rhs` (or `dst += scale·lhs·rhs` with `accumulate`) for an `m×k` by `k×n`
+/// product on the calling thread, `dst` row-major with row stride `dst_row`.
+///
+/// # Safety
+/// The operands must address `m×k`, `k×n` and `m×n` valid elements, and `dst` must not overlap
+/// the others.
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_row: isize,
+    accumulate: bool,
+    lhs: Mat,
+    rhs: Mat,
+    scale: f32,
+) {
+    // gemm's convention: dst = alpha·dst + beta·lhs·rhs, alpha read only when read_dst
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_row,
+            accumulate,
+            lhs.ptr,
+            lhs.col,
+            lhs.row,
+            rhs.ptr,
+            rhs.col,
+            rhs.row,
+            1.0,
+            scale,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
