@@ -6,7 +6,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::{f32_elements, flex_f32, from_flex, into_flex, is_flex, matmul, Mat, SharedMut};
+use super::{f32_elements, flex_f32, matmul, on_flex, Mat, SharedMut};
 
 /// Multi-head attention `softmax(q·kᵀ/√d)·v` of a fused projection `qkv` `[B, c, 3E]` whose
 /// last axis is ordered (q | k | v) × head × dim (timm's `Attention`), with `heads` heads of
@@ -23,17 +23,12 @@ pub fn attention_from_qkv<B: Backend>(qkv: Tensor<B, 3>, heads: usize) -> Tensor
         e3 % 3 == 0 && (e3 / 3) % heads == 0,
         "qkv width {e3} is not 3 × heads ({heads}) × head size"
     );
-    if is_flex::<B>() {
-        let Ok(t) = into_flex(qkv) else {
-            unreachable!("B is Flex")
-        };
+    let e = e3 / 3;
+    on_flex(qkv, |t| {
         let t = t.to_contiguous();
-        return match attention_f32(&t, [b, c, e3 / 3], heads) {
-            Some(out) => from_flex(out),
-            None => generic(from_flex(t), heads),
-        };
-    }
-    generic(qkv, heads)
+        attention_f32(&t, [b, c, e], heads).ok_or(t)
+    })
+    .unwrap_or_else(|qkv| generic(qkv, heads))
 }
 
 /// Burn's attention on `[B, heads, c, d]` views of q, k and v.

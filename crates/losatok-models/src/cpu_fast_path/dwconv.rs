@@ -6,7 +6,7 @@ use burn::prelude::*;
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::{f32_elements, flex_f32, from_flex, into_flex, is_flex};
+use super::{f32_elements, flex_f32, into_flex, on_flex};
 
 /// Output frames per rayon task.
 const FRAMES_PER_TASK: usize = 16;
@@ -37,19 +37,17 @@ pub fn depthwise_conv1d_channels_last<B: Backend>(
         PaddingConfig1d::Same if k % 2 == 1 => Some((k / 2, k / 2)),
         PaddingConfig1d::Same => None,
     };
-    if let (true, Some(pads), true) = (depthwise, pads, is_flex::<B>()) {
-        let Ok(t) = into_flex(x) else {
-            unreachable!("B is Flex")
-        };
+    let Some(pads) = pads.filter(|_| depthwise) else {
+        return generic(conv, x);
+    };
+    on_flex(x, |t| {
         let t = t.to_contiguous();
         let w = into_flex(conv.weight.val()).ok();
         let bias = conv.bias.as_ref().and_then(|b| into_flex(b.val()).ok());
-        return match w.and_then(|w| dwconv_f32(&t, &w, bias.as_ref(), pads)) {
-            Some(y) => from_flex(y),
-            None => generic(conv, from_flex(t)),
-        };
-    }
-    generic(conv, x)
+        w.and_then(|w| dwconv_f32(&t, &w, bias.as_ref(), pads))
+            .ok_or(t)
+    })
+    .unwrap_or_else(|x| generic(conv, x))
 }
 
 fn generic<B: Backend>(conv: &Conv1d<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {

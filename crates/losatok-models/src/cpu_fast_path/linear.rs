@@ -5,9 +5,7 @@ use burn::prelude::*;
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::{
-    f32_elements, flex_f32, from_flex, into_flex, is_flex, matmul, Mat, SharedMut, PARALLEL_MACS,
-};
+use super::{f32_elements, flex_f32, into_flex, matmul, on_flex, Mat, SharedMut, PARALLEL_MACS};
 
 /// Output columns per task are a multiple of this (the widest f32 micro-kernel's width).
 const COLUMN_QUANTUM: usize = 16;
@@ -20,19 +18,15 @@ const COLUMN_QUANTUM: usize = 16;
 /// a single-threaded product, so no thread waits on another and none repacks another's part of
 /// `W`. Elsewhere it is `layer.forward(x)`.
 pub fn linear<B: Backend, const D: usize>(layer: &Linear<B>, x: Tensor<B, D>) -> Tensor<B, D> {
-    if !is_flex::<B>() {
-        return layer.forward(x);
-    }
-    let Ok(input) = into_flex(x) else {
-        unreachable!("B is Flex")
-    };
-    let input = input.to_contiguous();
-    let weight = into_flex(layer.weight.val()).ok();
-    let bias = layer.bias.as_ref().and_then(|b| into_flex(b.val()).ok());
-    match weight.and_then(|w| linear_f32(&input, &w, bias.as_ref())) {
-        Some(out) => from_flex(out),
-        None => layer.forward(from_flex(input)),
-    }
+    let fast = on_flex(x, |input| {
+        let input = input.to_contiguous();
+        let weight = into_flex(layer.weight.val()).ok();
+        let bias = layer.bias.as_ref().and_then(|b| into_flex(b.val()).ok());
+        weight
+            .and_then(|w| linear_f32(&input, &w, bias.as_ref()))
+            .ok_or(input)
+    });
+    fast.unwrap_or_else(|x| layer.forward(x))
 }
 
 /// The fast path; `None` when a tensor is not contiguous `f32` or the shapes do not fit.

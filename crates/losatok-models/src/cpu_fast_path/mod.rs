@@ -27,7 +27,7 @@
 //! maintenance cost for the whole workspace, while these functions are small, local and tested
 //! against Burn's results.
 
-use std::any::{Any, TypeId};
+use std::any::Any;
 
 use burn::prelude::*;
 use burn::tensor::{DType, TensorPrimitive};
@@ -47,11 +47,6 @@ pub use linear::linear;
 /// for its own matrix products, 192³).
 const PARALLEL_MACS: usize = 192 * 192 * 192;
 
-/// Whether `B`'s float tensors are plain Flex tensors.
-fn is_flex<B: Backend>() -> bool {
-    TypeId::of::<B::FloatTensorPrimitive>() == TypeId::of::<FlexTensor>()
-}
-
 /// The Flex tensor behind `x`, or `x` back when `B` is not Flex.
 fn into_flex<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<FlexTensor, Tensor<B, D>> {
     let TensorPrimitive::Float(p) = x.into_primitive() else {
@@ -66,7 +61,7 @@ fn into_flex<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<FlexTensor, 
     })
 }
 
-/// A Flex tensor as a `Tensor<B, D>`; only called where [`is_flex::<B>`] holds.
+/// A Flex tensor as a `Tensor<B, D>`; only called on tensors that came out of [`into_flex`].
 fn from_flex<B: Backend, const D: usize>(t: FlexTensor) -> Tensor<B, D> {
     let boxed: Box<dyn Any> = Box::new(t);
     let p = *boxed
