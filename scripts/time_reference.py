@@ -1048,24 +1048,22 @@ def parse_args(argv):
     user_config = a.config is not None
     if a.tiny and (a.config or a.checkpoint):
         raise UsageError("--tiny makes its own config and weights: no --config / --checkpoint")
+    def existing_file(path, what):
+        path = os.path.abspath(path)
+        if not os.path.isfile(path):
+            raise UsageError(f"{what} {path} not found")
+        return path
+
     if not a.tiny:
-        a.config = os.path.abspath(a.config or os.path.join(a.reference, DEFAULT_CONFIG))
-        if not os.path.isfile(a.config):
-            raise UsageError(f"config {a.config} not found")
+        a.config = existing_file(a.config or os.path.join(a.reference, DEFAULT_CONFIG), "config")
     if a.worker_config:
-        a.worker_config = os.path.abspath(a.worker_config)
-        if not os.path.isfile(a.worker_config):
-            raise UsageError(f"--worker-config {a.worker_config} not found")
+        a.worker_config = existing_file(a.worker_config, "--worker-config")
     elif user_config:
         a.worker_config = a.config
     if a.checkpoint:
-        a.checkpoint = os.path.abspath(a.checkpoint)
-        if not os.path.isfile(a.checkpoint):
-            raise UsageError(f"--checkpoint {a.checkpoint} not found")
+        a.checkpoint = existing_file(a.checkpoint, "--checkpoint")
     if a.input:
-        a.input = os.path.abspath(a.input)
-        if not os.path.isfile(a.input):
-            raise UsageError(f"--input {a.input} not found")
+        a.input = existing_file(a.input, "--input")
     elif a.seconds is None:
         a.seconds = 10.0
     if a.seconds is not None and not (a.seconds > 0.05 and a.seconds < 24 * 3600):
