@@ -22,12 +22,18 @@
 //!   the Vocos backbone stays channels-last from its first norm to its last.
 //! * [`gelu`]: exact GELU on every thread.
 //!
+//! The fast paths can be switched off for the whole process, by [`set_enabled`] or by the
+//! environment variable `LOSATOK_CPU_FAST_PATH=off` (read once): everything then runs on Burn's
+//! generic kernels. That is the reference when a numerical difference is in question, and it
+//! makes inference and the autodiff forward of training compute with the same kernels.
+//!
 //! Why not Burn's own kernels: Flex 0.21 has no fused linear, runs attention serially over
 //! heads, and has no channels-last depthwise convolution; a `[patch]` of Burn would be a
 //! maintenance cost for the whole workspace, while these functions are small, local and tested
 //! against Burn's results.
 
 use std::any::Any;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use burn::prelude::*;
 use burn::tensor::{DType, TensorPrimitive};
@@ -46,6 +52,36 @@ pub use linear::linear;
 /// Below this many multiply-adds a product runs on the calling thread (the threshold Flex uses
 /// for its own matrix products, 192³).
 const PARALLEL_MACS: usize = 192 * 192 * 192;
+
+/// 0: not decided yet (read the environment), 1: on, 2: off.
+static ENABLED: AtomicU8 = AtomicU8::new(0);
+
+/// Whether the fast paths are used: [`set_enabled`] if it was called, else on unless the
+/// environment variable `LOSATOK_CPU_FAST_PATH` is `off`, `0` or `false`.
+pub fn enabled() -> bool {
+    match ENABLED.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => {
+            let off = std::env::var("LOSATOK_CPU_FAST_PATH")
+                .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "off" | "0" | "false"));
+            // a concurrent set_enabled wins over the environment
+            let _ = ENABLED.compare_exchange(
+                0,
+                if off { 2 } else { 1 },
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            ENABLED.load(Ordering::Relaxed) == 1
+        }
+    }
+}
+
+/// Use the fast paths (`true`, the default) or Burn's generic kernels only, for the whole
+/// process from now on.
+pub fn set_enabled(on: bool) {
+    ENABLED.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+}
 
 /// The Flex tensor behind `x`, or `x` back when `B` is not Flex.
 fn into_flex<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<FlexTensor, Tensor<B, D>> {
@@ -70,12 +106,15 @@ fn from_flex<B: Backend, const D: usize>(t: FlexTensor) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(p))
 }
 
-/// Run `f` on the Flex tensor behind `x`; `Err(x)` unchanged when `x` is not a plain Flex tensor
-/// or `f` declines it.
+/// Run `f` on the Flex tensor behind `x`; `Err(x)` unchanged when the fast paths are off, `x`
+/// is not a plain Flex tensor or `f` declines it.
 fn on_flex<B: Backend, const D: usize>(
     x: Tensor<B, D>,
     f: impl FnOnce(FlexTensor) -> Result<FlexTensor, FlexTensor>,
 ) -> Result<Tensor<B, D>, Tensor<B, D>> {
+    if !enabled() {
+        return Err(x);
+    }
     let t = into_flex(x)?;
     f(t).map(from_flex).map_err(from_flex)
 }
