@@ -7,11 +7,13 @@ use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
-/// `‖g‖₂` over every gradient of `module` present in `grads`, as a host value (one sync).
-pub fn grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
+/// `‖g‖₂²` over every gradient of `module` present in `grads`, left on the device (`[1]`, zero
+/// when there is none), so a step can read it together with its losses in one transfer.
+pub fn grad_sq_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
     module: &M,
     grads: &GradientsParams,
-) -> f64 {
+    device: &B::Device,
+) -> Tensor<B::InnerBackend, 1> {
     struct SumSq<'a, B: AutodiffBackend> {
         grads: &'a GradientsParams,
         acc: Option<Tensor<B::InnerBackend, 1>>,
@@ -29,8 +31,28 @@ pub fn grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
     }
     let mut sum = SumSq::<B> { grads, acc: None };
     module.visit(&mut sum);
-    sum.acc
-        .map_or(0.0, |t| t.into_scalar().elem::<f64>())
+    sum.acc.unwrap_or_else(|| Tensor::zeros([1], device))
+}
+
+/// Several `[1]` device values (losses, squared norms) read to the host in one transfer, i.e.
+/// one device sync however many values a step reports.
+pub fn read_scalars<B: Backend>(values: Vec<Tensor<B, 1>>) -> Vec<f64> {
+    Tensor::cat(values, 0)
+        .into_data()
+        .convert::<f64>()
+        .into_vec::<f64>()
+        .expect("float values")
+}
+
+/// `‖g‖₂` over every gradient of `module` present in `grads`, as a host value (one sync).
+pub fn grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
+    module: &M,
+    grads: &GradientsParams,
+    device: &B::Device,
+) -> f64 {
+    grad_sq_norm(module, grads, device)
+        .into_scalar()
+        .elem::<f64>()
         .sqrt()
 }
 
@@ -62,12 +84,24 @@ pub fn clip_grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
     module: &M,
     grads: &mut GradientsParams,
     max_norm: f64,
+    device: &B::Device,
 ) -> f64 {
-    let norm = grad_norm(module, grads);
+    let norm = grad_norm(module, grads, device);
+    clip_to(module, grads, norm, max_norm);
+    norm
+}
+
+/// The clipping of [`clip_grad_norm`] for a norm already computed (and read together with other
+/// values): scale the gradients if `norm` is finite and above `max_norm`.
+pub fn clip_to<B: AutodiffBackend, M: AutodiffModule<B>>(
+    module: &M,
+    grads: &mut GradientsParams,
+    norm: f64,
+    max_norm: f64,
+) {
     if norm.is_finite() && norm > max_norm {
         scale_grads(module, grads, max_norm / (norm + 1e-6));
     }
-    norm
 }
 
 #[cfg(test)]
@@ -85,12 +119,12 @@ mod tests {
         let x = Tensor::<Ad, 2>::ones([4, 8], &dev).mul_scalar(100.0);
         let loss = m.forward(x).square().sum();
         let mut grads = GradientsParams::from_grads(loss.backward(), &m);
-        let before = clip_grad_norm(&m, &mut grads, 1.0);
+        let before = clip_grad_norm(&m, &mut grads, 1.0, &dev);
         assert!(before > 10.0, "{before}");
-        let after = grad_norm(&m, &grads);
+        let after = grad_norm(&m, &grads, &dev);
         assert!((after - 1.0).abs() < 1e-4, "{after}");
         // below the limit nothing changes
-        let again = clip_grad_norm(&m, &mut grads, 10.0);
+        let again = clip_grad_norm(&m, &mut grads, 10.0, &dev);
         assert!((again - after).abs() < 1e-9);
     }
 }

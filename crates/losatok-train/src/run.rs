@@ -8,7 +8,7 @@
 //! same checkpoint.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -25,9 +25,9 @@ use losatok_models::sembo::SemBo;
 use losatok_models::{Losatok, LosatokConfig, SemanticEncoder};
 
 use crate::collective::Collective;
-use crate::config::{to_yaml, Stage1Config, Stage2Config};
+use crate::config::{to_yaml, RunSection, Stage1Config, Stage2Config};
 use crate::data::ManifestEntry;
-use crate::data::{read_manifest, Loader};
+use crate::data::{read_manifest, Batch, Loader};
 use crate::error::TrainError;
 use crate::metrics::{
     before_after_png, stacked_spectrograms_png, RunLogger, Spectrogram, SpectrogramStyle,
@@ -366,73 +366,161 @@ where
         Ok(((trainer, started, loader), resumed))
     })();
     let resumed = setup.as_ref().ok().and_then(|(_, r)| *r);
-    let (mut trainer, started, mut loader) = agree_on_start(collective, setup)?;
-    let Started {
-        folder,
-        mut logger,
-        changes,
-        clips,
-    } = started;
-    let samples = cfg.data.loader.segment_samples;
-    let end = opts.stop_at.unwrap_or(cfg.run.steps).min(cfg.run.steps);
-    let mut throughput = Throughput::new(trainer.step);
-    let mut last: Stage1Stats;
-    while trainer.step < end {
-        let step = trainer.step;
-        let batch = loader.batch(step)?;
-        last = trainer.train_step(&batch.audio, batch.batch, samples, collective)?;
-        let done = trainer.step;
+    let (mut trainer, mut started, mut loader) = agree_on_start(collective, setup)?;
+    run_steps(
+        &mut trainer,
+        &cfg.run,
+        opts,
+        &mut loader,
+        &mut started,
+        collective,
+    )?;
+    let export = export_if_finished::<C, _>(&trainer, &cfg.run, opts, rank0)?;
+    Ok(started.summary(trainer.step, export, resumed, &loader, None))
+}
+
+/// One optimiser step's report: the loss a progress bar shows and the scalars to log.
+struct StepLog {
+    loss: f64,
+    scalars: Vec<(String, f64)>,
+}
+
+/// What differs between the two stages' runs; [`run_steps`] is the loop they share (data,
+/// step, progress, logs, samples, checkpoints) and [`export_if_finished`] its end.
+trait StageRun<C> {
+    /// 1 or 2.
+    const STAGE: u8;
+    /// Optimiser steps done.
+    fn steps_done(&self) -> u64;
+    /// One optimiser step on this rank's batch.
+    fn step_batch(&mut self, batch: &Batch, collective: &mut C) -> Result<StepLog, TrainError>;
+    /// Log the validation clips at a sample step (rank 0; `clips` is not empty).
+    fn log_samples(
+        &mut self,
+        log: &mut RunLogger,
+        clips: &[(String, Vec<f32>)],
+        step: u64,
+    ) -> Result<(), TrainError>;
+    /// Write a checkpoint folder.
+    fn checkpoint(&self, dir: &Path) -> Result<(), TrainError>;
+    /// Export the trained model into the run folder, in the layout inference loads.
+    fn export(&self, run_dir: &Path) -> Result<PathBuf, TrainError>;
+}
+
+/// The step loop of both stages, from the current step to `run.steps` (or `opts.stop_at`):
+/// one batch and one step per iteration, then on rank 0 the scalars every `log_every` steps,
+/// the validation samples every `sample_every` and a checkpoint every `checkpoint_every`.
+fn run_steps<C, S: StageRun<C>>(
+    stage: &mut S,
+    run: &RunSection,
+    opts: &RunOptions,
+    loader: &mut Loader,
+    started: &mut Started,
+    collective: &mut C,
+) -> Result<(), TrainError> {
+    let end = opts.stop_at.unwrap_or(run.steps).min(run.steps);
+    let mut throughput = Throughput::new(stage.steps_done());
+    while stage.steps_done() < end {
+        let batch = loader.batch(stage.steps_done())?;
+        let report = stage.step_batch(&batch, collective)?;
+        let done = stage.steps_done();
         if let Some(p) = &opts.progress {
             p(TrainProgress {
-                stage: 1,
+                stage: S::STAGE,
                 step: done,
-                total: cfg.run.steps,
-                loss: last.loss,
+                total: run.steps,
+                loss: report.loss,
             });
         }
-        if let Some(log) = logger.as_mut() {
-            if done.is_multiple_of(cfg.run.log_every) || done == cfg.run.steps {
-                let rate = throughput.rate(done, cfg.run.batch_size);
-                log.log_scalars(
-                    done,
-                    &[
-                        ("stage1/loss", last.loss),
-                        ("stage1/recon", last.recon),
-                        ("stage1/tr", last.tr),
-                        ("stage1/grad_norm", last.grad_norm),
-                        ("stage1/lr", last.lr),
-                        ("stage1/skipped", last.skipped as u8 as f64),
-                        ("stage1/clips_per_second", rate),
-                    ],
-                )?;
-            }
-            if cfg.run.sample_every > 0 && done.is_multiple_of(cfg.run.sample_every) {
-                log_sembo_samples(log, &trainer, &clips, done)?;
-            }
-            if done.is_multiple_of(cfg.run.checkpoint_every) || done == cfg.run.steps {
-                folder.checkpoints.save(done, |dir| trainer.save(dir))?;
-                log.flush()?;
-            }
+        let Some(log) = started.logger.as_mut() else {
+            continue;
+        };
+        if done.is_multiple_of(run.log_every) || done == run.steps {
+            let rate = throughput.rate(done, run.batch_size);
+            let mut scalars = report.scalars;
+            scalars.push((format!("stage{}/clips_per_second", S::STAGE), rate));
+            let named: Vec<(&str, f64)> = scalars.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+            log.log_scalars(done, &named)?;
+        }
+        if run.sample_every > 0
+            && done.is_multiple_of(run.sample_every)
+            && !started.clips.is_empty()
+        {
+            stage.log_samples(log, &started.clips, done)?;
+        }
+        if done.is_multiple_of(run.checkpoint_every) || done == run.steps {
+            started
+                .folder
+                .checkpoints
+                .save(done, |dir| stage.checkpoint(dir))?;
+            log.flush()?;
         }
     }
-    let mut export = None;
-    if rank0 && trainer.step >= cfg.run.steps {
-        let path = opts.run_dir.join("semantic_encoder.safetensors");
-        let sem = SemanticEncoder {
-            encoder: trainer.encoder.clone(),
-            bottleneck: trainer.sembo.valid(),
-        };
-        export_semantic_safetensors(&sem, &path, &export_metadata(1, trainer.step))?;
-        export = Some(path);
+    Ok(())
+}
+
+/// Rank 0 of a finished run exports the model; `None` otherwise.
+fn export_if_finished<C, S: StageRun<C>>(
+    stage: &S,
+    run: &RunSection,
+    opts: &RunOptions,
+    rank0: bool,
+) -> Result<Option<PathBuf>, TrainError> {
+    if rank0 && stage.steps_done() >= run.steps {
+        return stage.export(&opts.run_dir).map(Some);
     }
-    Ok(RunSummary {
-        steps: trainer.step,
-        export,
-        resumed_from: resumed,
-        skipped_files: loader.skipped().broken_files,
-        eval: None,
-        config_changes: changes.iter().map(|c| c.to_string()).collect(),
-    })
+    Ok(None)
+}
+
+impl<B: AutodiffBackend, C: Collective<B::InnerBackend>> StageRun<C> for SemboTrainer<B> {
+    const STAGE: u8 = 1;
+
+    fn steps_done(&self) -> u64 {
+        self.step
+    }
+
+    fn step_batch(&mut self, batch: &Batch, collective: &mut C) -> Result<StepLog, TrainError> {
+        let s: Stage1Stats =
+            self.train_step(&batch.audio, batch.batch, batch.samples, collective)?;
+        let scalars = [
+            ("loss", s.loss),
+            ("recon", s.recon),
+            ("tr", s.tr),
+            ("grad_norm", s.grad_norm),
+            ("lr", s.lr),
+            ("skipped", s.skipped as u8 as f64),
+        ];
+        Ok(StepLog {
+            loss: s.loss,
+            scalars: scalars
+                .iter()
+                .map(|(k, v)| (format!("stage1/{k}"), *v))
+                .collect(),
+        })
+    }
+
+    fn log_samples(
+        &mut self,
+        log: &mut RunLogger,
+        clips: &[(String, Vec<f32>)],
+        step: u64,
+    ) -> Result<(), TrainError> {
+        log_sembo_samples(log, self, clips, step)
+    }
+
+    fn checkpoint(&self, dir: &Path) -> Result<(), TrainError> {
+        self.save(dir)
+    }
+
+    fn export(&self, run_dir: &Path) -> Result<PathBuf, TrainError> {
+        let path = run_dir.join("semantic_encoder.safetensors");
+        let sem = SemanticEncoder {
+            encoder: self.encoder.clone(),
+            bottleneck: self.sembo.valid(),
+        };
+        export_semantic_safetensors(&sem, &path, &export_metadata(1, self.step))?;
+        Ok(path)
+    }
 }
 
 /// What both stages have once their models are built and their run folder is open.
@@ -497,6 +585,27 @@ struct Started {
     logger: Option<RunLogger>,
     changes: Vec<ConfigChange>,
     clips: Vec<(String, Vec<f32>)>,
+}
+
+impl Started {
+    /// The summary of a run that has stopped at `steps`.
+    fn summary(
+        &self,
+        steps: u64,
+        export: Option<PathBuf>,
+        resumed_from: Option<u64>,
+        loader: &Loader,
+        eval: Option<EvalReport>,
+    ) -> RunSummary {
+        RunSummary {
+            steps,
+            export,
+            resumed_from,
+            skipped_files: loader.skipped().broken_files,
+            eval,
+            config_changes: self.changes.iter().map(|c| c.to_string()).collect(),
+        }
+    }
 }
 
 /// Stage-1 samples: SemBo's losses on the validation clips (their mean, as `eval/*`) and, per
@@ -696,85 +805,27 @@ where
         Ok(((trainer, started, loader), resumed))
     })();
     let resumed = setup.as_ref().ok().and_then(|(_, r)| *r);
-    let (mut trainer, started, mut loader) = agree_on_start(collective, setup)?;
-    let Started {
-        folder,
-        mut logger,
-        changes,
-        clips,
-    } = started;
-    let samples = cfg.data.loader.segment_samples;
-    let first_row = (rank * per_rank) as u64;
+    let (trainer, mut started, mut loader) = agree_on_start(collective, setup)?;
     let start_eval = eval_clip.map(|c| (trainer.reconstruct(c), trainer.mel_distance(c)));
-    // each clip's previous reconstruction (the "before" of its next image)
-    let mut before: Vec<Option<Vec<f32>>> = vec![None; clips.len()];
-    if let (Some(first), Some((audio, _))) = (before.first_mut(), &start_eval) {
+    let mut run = Stage2Run {
+        // each clip's previous reconstruction (the "before" of its next image)
+        before: vec![None; started.clips.len()],
+        trainer,
+        first_row: (rank * per_rank) as u64,
+    };
+    if let (Some(first), Some((audio, _))) = (run.before.first_mut(), &start_eval) {
         *first = Some(audio.clone());
     }
-    let end = opts.stop_at.unwrap_or(cfg.run.steps).min(cfg.run.steps);
-    let mut throughput = Throughput::new(trainer.step);
-    while trainer.step < end {
-        let step = trainer.step;
-        let batch = loader.batch(step)?;
-        let s: Stage2Stats =
-            trainer.train_step(&batch.audio, batch.batch, samples, first_row, collective)?;
-        let done = trainer.step;
-        if let Some(p) = &opts.progress {
-            p(TrainProgress {
-                stage: 2,
-                step: done,
-                total: cfg.run.steps,
-                loss: s.mel,
-            });
-        }
-        let Some(log) = logger.as_mut() else { continue };
-        if done.is_multiple_of(cfg.run.log_every) || done == cfg.run.steps {
-            let rate = throughput.rate(done, cfg.run.batch_size);
-            log.log_scalars(
-                done,
-                &[
-                    ("stage2/loss_g", s.loss_g),
-                    ("stage2/mel", s.mel),
-                    ("stage2/semantic", s.semantic),
-                    ("stage2/kl", s.kl),
-                    ("stage2/adv", s.adv),
-                    ("stage2/fm", s.fm),
-                    ("stage2/loss_d", s.loss_d),
-                    ("stage2/grad_norm_g", s.grad_norm_g),
-                    ("stage2/grad_norm_d", s.grad_norm_d),
-                    ("stage2/lr", s.lr),
-                    ("stage2/skipped", s.skipped as u8 as f64),
-                    ("stage2/clips_per_second", rate),
-                ],
-            )?;
-        }
-        if cfg.run.sample_every > 0
-            && done.is_multiple_of(cfg.run.sample_every)
-            && !clips.is_empty()
-        {
-            let mut mel = 0.0;
-            for ((name, clip), prev) in clips.iter().zip(before.iter_mut()) {
-                let shown_before = prev.take().unwrap_or_else(|| clip.clone());
-                *prev = Some(log_samples(log, &trainer, name, clip, &shown_before, done)?);
-                mel += trainer.mel_distance(clip) / clips.len() as f64;
-            }
-            log.log_scalars(done, &[("eval/mel_distance", mel)])?;
-        }
-        if done.is_multiple_of(cfg.run.checkpoint_every) || done == cfg.run.steps {
-            folder.checkpoints.save(done, |dir| trainer.save(dir))?;
-            log.flush()?;
-        }
-    }
-    let mut export = None;
-    if rank0 && trainer.step >= cfg.run.steps {
-        let path = opts.run_dir.join("losatok.safetensors");
-        export_safetensors(
-            &trainer.model.valid(),
-            &path,
-            &export_metadata(2, trainer.step),
-        )?;
-        export = Some(path);
-    }
+    run_steps(
+        &mut run,
+        &cfg.run,
+        opts,
+        &mut loader,
+        &mut started,
+        collective,
+    )?;
+    let export = export_if_finished::<C, _>(&run, &cfg.run, opts, rank0)?;
+    let trainer = run.trainer;
     let eval = match (eval_clip, start_eval) {
         (Some(clip), Some((audio_before, mel_before))) => Some(EvalReport {
             mel_before,
@@ -784,12 +835,86 @@ where
         }),
         _ => None,
     };
-    Ok(RunSummary {
-        steps: trainer.step,
-        export,
-        resumed_from: resumed,
-        skipped_files: loader.skipped().broken_files,
-        eval,
-        config_changes: changes.iter().map(|c| c.to_string()).collect(),
-    })
+    Ok(started.summary(trainer.step, export, resumed, &loader, eval))
+}
+
+/// A stage-2 run: the trainer, this rank's first row in the global batch (for the noise) and
+/// each validation clip's previous reconstruction.
+struct Stage2Run<B: AutodiffBackend> {
+    trainer: LosatokTrainer<B>,
+    first_row: u64,
+    before: Vec<Option<Vec<f32>>>,
+}
+
+impl<B: AutodiffBackend, C: Collective<B::InnerBackend>> StageRun<C> for Stage2Run<B> {
+    const STAGE: u8 = 2;
+
+    fn steps_done(&self) -> u64 {
+        self.trainer.step
+    }
+
+    fn step_batch(&mut self, batch: &Batch, collective: &mut C) -> Result<StepLog, TrainError> {
+        let s: Stage2Stats = self.trainer.train_step(
+            &batch.audio,
+            batch.batch,
+            batch.samples,
+            self.first_row,
+            collective,
+        )?;
+        let mut scalars: Vec<(String, f64)> = s
+            .losses
+            .named()
+            .iter()
+            .map(|(k, v)| (format!("stage2/{k}"), *v))
+            .collect();
+        for (k, v) in [
+            ("grad_norm_g", s.grad_norm_g),
+            ("grad_norm_d", s.grad_norm_d),
+            ("lr", s.lr),
+            ("skipped", s.skipped as u8 as f64),
+        ] {
+            scalars.push((format!("stage2/{k}"), v));
+        }
+        Ok(StepLog {
+            loss: s.losses.mel,
+            scalars,
+        })
+    }
+
+    fn log_samples(
+        &mut self,
+        log: &mut RunLogger,
+        clips: &[(String, Vec<f32>)],
+        step: u64,
+    ) -> Result<(), TrainError> {
+        let mut mel = 0.0;
+        for ((name, clip), prev) in clips.iter().zip(self.before.iter_mut()) {
+            let shown_before = prev.take().unwrap_or_else(|| clip.clone());
+            *prev = Some(log_samples(
+                log,
+                &self.trainer,
+                name,
+                clip,
+                &shown_before,
+                step,
+            )?);
+            mel += self.trainer.mel_distance(clip) / clips.len() as f64;
+        }
+        log.log_scalars(step, &[("eval/mel_distance", mel)])?;
+        Ok(())
+    }
+
+    fn checkpoint(&self, dir: &Path) -> Result<(), TrainError> {
+        self.trainer.save(dir)
+    }
+
+    fn export(&self, run_dir: &Path) -> Result<PathBuf, TrainError> {
+        let path = run_dir.join("losatok.safetensors");
+        export_safetensors(
+            &self.trainer.model.valid(),
+            &path,
+            &export_metadata(2, self.trainer.step),
+        )?;
+        Ok(path)
+    }
 }

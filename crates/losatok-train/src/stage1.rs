@@ -15,7 +15,7 @@ use losatok_losses::sembo_loss;
 use losatok_models::dasheng::DashengEncoder;
 use losatok_models::sembo::SemBo;
 
-use crate::clip::{clip_grad_norm, grad_norm};
+use crate::clip::{clip_to, grad_sq_norm, read_scalars};
 use crate::collective::{all_reduce_gradients, Collective, BUCKET_BYTES};
 use crate::config::Stage1Config;
 use crate::error::TrainError;
@@ -111,7 +111,10 @@ impl<B: AutodiffBackend> SemboTrainer<B> {
         let bad_input = audio.iter().any(|v| !v.is_finite());
         let micro = rows / self.accum;
         let mut acc = GradientsAccumulator::<SemBo<B>>::new();
-        let mut sums = [0f64; 3];
+        // total, recon, tr: summed on the device and read once with the gradient norm
+        let mut sums: [Tensor<B::InnerBackend, 1>; 3] =
+            std::array::from_fn(|_| Tensor::zeros([1], &device));
+        let a = self.accum as f64;
         for m in 0..self.accum {
             let chunk = audio[m * micro * samples..(m + 1) * micro * samples].to_vec();
             let x = Tensor::<B::InnerBackend, 2>::from_data(
@@ -122,18 +125,20 @@ impl<B: AutodiffBackend> SemboTrainer<B> {
             let z_l = self.sembo.compress(z_h.clone());
             let zh_hat = self.sembo.restore(z_l.clone());
             let l = sembo_loss(z_h, zh_hat, z_l, self.lambda_recon);
-            for (s, t) in sums.iter_mut().zip([&l.total, &l.recon, &l.tr]) {
-                *s += t.clone().into_scalar().elem::<f64>() / self.accum as f64;
-            }
-            let grads = l.total.div_scalar(self.accum as f64).backward();
+            let terms = [&l.total, &l.recon, &l.tr].map(|t| t.clone().inner().div_scalar(a));
+            sums = std::array::from_fn(|i| sums[i].clone() + terms[i].clone());
+            let grads = l.total.div_scalar(a).backward();
             acc.accumulate(&self.sembo, GradientsParams::from_grads(grads, &self.sembo));
         }
         let mut grads = acc.grads();
         all_reduce_gradients(&self.sembo, &mut grads, collective, BUCKET_BYTES)?;
-        let norm = match self.grad_clip {
-            Some(c) => clip_grad_norm(&self.sembo, &mut grads, c),
-            None => grad_norm(&self.sembo, &grads),
-        };
+        let mut values = sums.to_vec();
+        values.push(grad_sq_norm(&self.sembo, &grads, &device));
+        let host = read_scalars(values);
+        let (sums, norm) = ([host[0], host[1], host[2]], host[3].sqrt());
+        if let Some(c) = self.grad_clip {
+            clip_to(&self.sembo, &mut grads, norm, c);
+        }
         // every rank decides the same: losses averaged, any rank's fault counts
         let world = collective.world_size() as f64;
         let mut agreed = [

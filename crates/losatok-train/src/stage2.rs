@@ -2,8 +2,9 @@
 //!
 //! `L_G = w_mel·L_mel + w_sem·L_sem + λ_KL·L_KL + w_fm·L_fm + w_adv·L_adv` and the hinge `L_D`.
 //! Each step first updates the discriminator on the detached reconstruction, then the generator
-//! through the *updated* discriminator (whose parameters are kept out of the graph). The frozen
-//! semantic encoder and SemBo run on the inner backend, without autodiff.
+//! through the *updated* discriminator (whose parameters are kept out of the graph), as DAC's
+//! trainer does. The frozen semantic encoder and SemBo run once per micro-batch on the inner
+//! backend, without autodiff.
 
 use std::path::Path;
 
@@ -17,7 +18,7 @@ use losatok_models::discriminator::Discriminator;
 use losatok_models::latent::{reparameterize, standard_normal};
 use losatok_models::{Losatok, Sampling, SemanticEncoder};
 
-use crate::clip::{clip_grad_norm, grad_norm};
+use crate::clip::{clip_to, grad_sq_norm, read_scalars};
 use crate::collective::{all_reduce_gradients, Collective, BUCKET_BYTES};
 use crate::config::Stage2Config;
 use crate::error::TrainError;
@@ -25,26 +26,93 @@ use crate::faults::{all_finite, FaultGuard};
 use crate::schedule::WarmupCosine;
 use crate::state;
 
+/// The stage-2 loss terms, one field per term of the paper's objective
+/// `L_G = w_mel·L_mel + w_sem·L_sem + λ_KL·L_KL + w_fm·L_fm + w_adv·L_adv` and of `L_D`.
+///
+/// The step keeps them on the device as `Stage2Losses<Tensor<_, 1>>` while it sums micro-batches,
+/// reads them to the host once, agrees on them across ranks as `Stage2Losses<f64>`, and logs
+/// them under [`Stage2Losses::NAMES`]. Terms that are not active (the GAN terms before
+/// `gan_start_step`, `L_KL` in autoencoder mode) are 0.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Stage2Losses<T = f64> {
+    /// The weighted generator objective `L_G`.
+    pub generator: T,
+    /// `L_mel`, the multi-scale mel reconstruction loss.
+    pub mel: T,
+    /// `L_sem = L_H + L_L` (or one of them), the dual-level semantic loss.
+    pub semantic: T,
+    /// `L_KL`, the latent's KL divergence (with free bits).
+    pub kl: T,
+    /// `L_adv`, the generator's hinge adversarial loss.
+    pub adv: T,
+    /// `L_fm`, discriminator feature matching.
+    pub fm: T,
+    /// `L_D`, the discriminator's hinge loss.
+    pub d: T,
+}
+
+impl<T> Stage2Losses<T> {
+    /// The log names of the fields, in the order of [`Self::into_array`].
+    pub const NAMES: [&'static str; 7] = ["loss_g", "mel", "semantic", "kl", "adv", "fm", "loss_d"];
+
+    /// The fields in the order of [`Self::NAMES`] (for one transfer or one all-reduce).
+    pub fn into_array(self) -> [T; 7] {
+        [
+            self.generator,
+            self.mel,
+            self.semantic,
+            self.kl,
+            self.adv,
+            self.fm,
+            self.d,
+        ]
+    }
+
+    /// The inverse of [`Self::into_array`].
+    pub fn from_array([generator, mel, semantic, kl, adv, fm, d]: [T; 7]) -> Self {
+        Self {
+            generator,
+            mel,
+            semantic,
+            kl,
+            adv,
+            fm,
+            d,
+        }
+    }
+
+    /// Apply `f` to every term.
+    pub fn map<U>(self, f: impl FnMut(T) -> U) -> Stage2Losses<U> {
+        Stage2Losses::from_array(self.into_array().map(f))
+    }
+
+    /// Combine two sets of terms field by field.
+    pub fn zip_with<U, V>(
+        self,
+        other: Stage2Losses<U>,
+        mut f: impl FnMut(T, U) -> V,
+    ) -> Stage2Losses<V> {
+        let mut other = other.into_array().into_iter();
+        self.map(|a| f(a, other.next().expect("seven terms")))
+    }
+}
+
+impl Stage2Losses<f64> {
+    /// `(log name, value)` for every term.
+    pub fn named(&self) -> [(&'static str, f64); 7] {
+        let values = self.into_array();
+        std::array::from_fn(|i| (Self::NAMES[i], values[i]))
+    }
+}
+
 /// What one stage-2 step did (values averaged over ranks; GAN terms 0 before they start).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Stage2Stats {
-    /// The weighted generator objective `L_G`.
-    pub loss_g: f64,
-    /// `L_mel`.
-    pub mel: f64,
-    /// `L_sem = L_H + L_L` (or one of them).
-    pub semantic: f64,
-    /// `L_KL`.
-    pub kl: f64,
-    /// `L_adv`.
-    pub adv: f64,
-    /// `L_fm`.
-    pub fm: f64,
-    /// `L_D`.
-    pub loss_d: f64,
+    /// The loss terms.
+    pub losses: Stage2Losses,
     /// Generator gradient norm before clipping.
     pub grad_norm_g: f64,
-    /// Discriminator gradient norm before clipping.
+    /// Discriminator gradient norm before clipping (0 before the GAN starts).
     pub grad_norm_d: f64,
     /// Learning rate of the step.
     pub lr: f64,
@@ -74,17 +142,28 @@ struct Forward<B: Backend> {
     semantic_low: Tensor<B, 3>,
 }
 
-/// The generator pass: frozen semantic features, trainable acoustic branch, latent, decoder;
-/// `real` and `x_hat` cropped to the common length.
+/// The frozen semantic encoder's features of one micro-batch (`[rows, frames, channels]`, high
+/// and low level), computed once per step without autodiff.
+#[derive(Clone)]
+struct SemanticFeatures<B: Backend> {
+    high: Tensor<B, 3>,
+    low: Tensor<B, 3>,
+}
+
+/// Reparameterisation noise of one micro-batch: `(frames, dims) → [rows·frames·dims]`.
+type Noise<'a> = &'a dyn Fn(usize, usize) -> Vec<f32>;
+
+/// The trainable part of the generator on given frozen features: acoustic branch, fusion,
+/// latent (`μ`, or a sample with `noise`), decoder; `real` and `x_hat` cropped to the common
+/// length.
 fn generator<B: Backend>(
     model: &Losatok<B>,
-    frozen: impl Fn(Tensor<B, 2>) -> (Tensor<B, 3>, Tensor<B, 3>),
+    frozen: SemanticFeatures<B>,
     x: Tensor<B, 2>,
-    noise: Option<&dyn Fn(usize, usize) -> Vec<f32>>,
+    noise: Option<Noise>,
 ) -> Forward<B> {
-    let (sem_high, sem_low) = frozen(x.clone());
     let acoustic = model.dasheng_tokenizer.encoder.forward(x.clone());
-    let emb = model.fuse(sem_high, sem_low, acoustic);
+    let emb = model.fuse(frozen.high, frozen.low, acoustic);
     let (mu, logvar) = model.gaussian(emb.unified_emb_low.clone());
     let z = match noise {
         None => mu.clone(),
@@ -106,6 +185,30 @@ fn generator<B: Backend>(
         semantic: emb.semantic_emb,
         semantic_low: emb.semantic_emb_low,
     }
+}
+
+/// Lift features of the inner backend into the autodiff backend (as constants).
+fn lift<B: AutodiffBackend>(f: SemanticFeatures<B::InnerBackend>) -> SemanticFeatures<B> {
+    SemanticFeatures {
+        high: Tensor::from_inner(f.high),
+        low: Tensor::from_inner(f.low),
+    }
+}
+
+/// Sum this rank's loss terms and fault flag with every rank's: the mean terms, and whether no
+/// rank had a fault (every rank decides the same).
+fn agree<B: Backend, C: Collective<B>>(
+    collective: &mut C,
+    losses: Stage2Losses,
+    fault: bool,
+) -> Result<(Stage2Losses, bool), TrainError> {
+    let mut values = [0f64; 8];
+    values[..7].copy_from_slice(&losses.into_array());
+    values[7] = fault as u8 as f64;
+    collective.all_reduce_sum_host(&mut values)?;
+    let world = collective.world_size() as f64;
+    let mean = Stage2Losses::from_array(std::array::from_fn(|i| values[i] / world));
+    Ok((mean, values[7] == 0.0))
 }
 
 /// The stage-2 trainer.
@@ -152,15 +255,16 @@ impl<B: AutodiffBackend> LosatokTrainer<B> {
             && (self.cfg.weights.adv > 0.0 || self.cfg.weights.fm > 0.0)
     }
 
-    fn frozen(&self) -> impl Fn(Tensor<B, 2>) -> (Tensor<B, 3>, Tensor<B, 3>) + '_ {
-        move |x: Tensor<B, 2>| {
-            let (h, l) = self.semantic.forward(x.inner());
-            (Tensor::from_inner(h), Tensor::from_inner(l))
-        }
-    }
-
     /// One optimiser step (discriminator, then generator) on this rank's batch `[rows, samples]`;
     /// `first_row` is the index of its first row in the global batch (for the noise).
+    ///
+    /// The frozen semantic encoder runs once per micro-batch. With one micro-batch the generator
+    /// also runs once: its reconstruction, detached, trains the discriminator, and the same graph
+    /// then gives the generator's loss through the updated discriminator. With gradient
+    /// accumulation the discriminator's reconstructions come from a pass without autodiff, so
+    /// that only one micro-batch's graph is alive at a time (what accumulation is for), and the
+    /// generator's pass recomputes the trainable part alone. Loss terms and gradient norms stay
+    /// on the device and are read once per optimiser (two transfers per step).
     pub fn train_step<C: Collective<B::InnerBackend>>(
         &mut self,
         audio: &[f32],
@@ -170,6 +274,7 @@ impl<B: AutodiffBackend> LosatokTrainer<B> {
         collective: &mut C,
     ) -> Result<Stage2Stats, TrainError> {
         let accum = self.cfg.run.grad_accum.max(1);
+        let a = accum as f64;
         // a non-finite sample is a fault even where a front end would mask it
         let bad_input = audio.iter().any(|v| !v.is_finite());
         let micro = rows / accum;
@@ -181,7 +286,10 @@ impl<B: AutodiffBackend> LosatokTrainer<B> {
         let w = self.cfg.weights.clone();
         let input = |m: usize| {
             let chunk = audio[m * micro * samples..(m + 1) * micro * samples].to_vec();
-            Tensor::<B, 2>::from_data(TensorData::new(chunk, [micro, samples]), &device)
+            Tensor::<B::InnerBackend, 2>::from_data(
+                TensorData::new(chunk, [micro, samples]),
+                &device,
+            )
         };
         let noise_for = |m: usize| {
             move |t: usize, d: usize| {
@@ -193,43 +301,58 @@ impl<B: AutodiffBackend> LosatokTrainer<B> {
                     .collect::<Vec<f32>>()
             }
         };
-
-        let mut stats = Stage2Stats::default();
-        let mut sums = [0f64; 7]; // loss_g, mel, sem, kl, adv, fm, loss_d
+        let frozen: Vec<SemanticFeatures<B::InnerBackend>> = (0..accum)
+            .map(|m| {
+                let (high, low) = self.semantic.forward(input(m));
+                SemanticFeatures { high, low }
+            })
+            .collect();
+        let zero = || Tensor::<B::InnerBackend, 1>::zeros([1], &device);
 
         // ---- discriminator update, on detached reconstructions ----
-        let mut d_norm = 0.0;
-        let mut d_ok = true;
+        let mut graphs: Vec<Option<Forward<B>>> = (0..accum).map(|_| None).collect();
+        let (mut loss_d, mut d_norm, mut d_ok) = (0.0, 0.0, true);
         if gan {
+            let no_graph = (accum > 1).then(|| self.model.valid());
             let mut acc_d = GradientsAccumulator::<Discriminator<B>>::new();
-            for m in 0..accum {
-                // the generator without autodiff: the same values the graph pass computes
-                let inner = self.model.valid();
-                let sem = &self.semantic;
-                let frozen = |x: Tensor<B::InnerBackend, 2>| sem.forward(x);
+            let mut l_d_sum = zero();
+            for (m, features) in frozen.iter().enumerate() {
                 let noise = noise_for(m);
-                let f = generator(
-                    &inner,
-                    frozen,
-                    input(m).inner(),
-                    sampling.then_some(&noise as &dyn Fn(usize, usize) -> Vec<f32>),
-                );
-                let real = Tensor::<B, 2>::from_inner(f.real);
-                let fake = Tensor::<B, 2>::from_inner(f.x_hat);
+                let noise = sampling.then_some(&noise as Noise);
+                let (real, fake) = match &no_graph {
+                    None => {
+                        let x = Tensor::from_inner(input(m));
+                        let f = generator(&self.model, lift::<B>(features.clone()), x, noise);
+                        let pair = (f.real.clone(), f.x_hat.clone().detach());
+                        graphs[m] = Some(f);
+                        pair
+                    }
+                    Some(inner) => {
+                        let f = generator(inner, features.clone(), input(m), noise);
+                        (Tensor::from_inner(f.real), Tensor::from_inner(f.x_hat))
+                    }
+                };
                 let d_real = self.disc.forward(real);
                 let d_fake = self.disc.forward(fake);
-                let l_d = self.cfg.gan.l_d(&d_real.logits, &d_fake.logits);
-                sums[6] += l_d.clone().into_scalar().elem::<f64>() / accum as f64;
-                let grads = l_d.div_scalar(accum as f64).backward();
-                acc_d.accumulate(&self.disc, GradientsParams::from_grads(grads, &self.disc));
+                let l_d = self
+                    .cfg
+                    .gan
+                    .l_d(&d_real.logits, &d_fake.logits)
+                    .div_scalar(a);
+                l_d_sum = l_d_sum + l_d.clone().inner();
+                acc_d.accumulate(
+                    &self.disc,
+                    GradientsParams::from_grads(l_d.backward(), &self.disc),
+                );
             }
             let mut grads_d = acc_d.grads();
             all_reduce_gradients(&self.disc, &mut grads_d, collective, BUCKET_BYTES)?;
-            d_norm = match self.cfg.optim_d.grad_clip {
-                Some(c) => clip_grad_norm(&self.disc, &mut grads_d, c),
-                None => grad_norm(&self.disc, &grads_d),
-            };
-            let mut flag = [(bad_input || !all_finite(&[sums[6], d_norm])) as u8 as f64];
+            let host = read_scalars(vec![l_d_sum, grad_sq_norm(&self.disc, &grads_d, &device)]);
+            (loss_d, d_norm) = (host[0], host[1].sqrt());
+            if let Some(c) = self.cfg.optim_d.grad_clip {
+                clip_to(&self.disc, &mut grads_d, d_norm, c);
+            }
+            let mut flag = [(bad_input || !all_finite(&[loss_d, d_norm])) as u8 as f64];
             collective.all_reduce_sum_host(&mut flag)?;
             d_ok = flag[0] == 0.0;
             if d_ok {
@@ -241,16 +364,19 @@ impl<B: AutodiffBackend> LosatokTrainer<B> {
         // ---- generator update, through the updated discriminator ----
         let disc_ng = self.disc.clone().no_grad();
         let mut acc_g = GradientsAccumulator::<Losatok<B>>::new();
-        for m in 0..accum {
-            let noise = noise_for(m);
-            let f = generator(
-                &self.model,
-                self.frozen(),
-                input(m),
-                sampling.then_some(&noise as &dyn Fn(usize, usize) -> Vec<f32>),
-            );
-            let l_mel = self.mel.mel_loss(f.x_hat.clone(), f.real.clone());
-            let l_s = l_sem(
+        let mut sums = Stage2Losses::from_array(std::array::from_fn(|_| zero()));
+        for (m, features) in frozen.into_iter().enumerate() {
+            let f = match graphs[m].take() {
+                Some(f) => f,
+                None => {
+                    let noise = noise_for(m);
+                    let noise = sampling.then_some(&noise as Noise);
+                    let x = Tensor::from_inner(input(m));
+                    generator(&self.model, lift::<B>(features), x, noise)
+                }
+            };
+            let mel = self.mel.mel_loss(f.x_hat.clone(), f.real.clone());
+            let semantic = l_sem(
                 self.cfg.semantic_loss_mode,
                 f.acoustic,
                 f.semantic,
@@ -258,11 +384,15 @@ impl<B: AutodiffBackend> LosatokTrainer<B> {
                 f.semantic_low,
             )
             .total;
-            let mut l_g = l_mel.clone().mul_scalar(w.mel) + l_s.clone().mul_scalar(w.semantic);
-            let mut parts = [0f64; 4]; // kl, adv, fm
+            let mut l_g = mel.clone().mul_scalar(w.mel) + semantic.clone().mul_scalar(w.semantic);
+            let mut terms = Stage2Losses {
+                mel: mel.inner(),
+                semantic: semantic.inner(),
+                ..Stage2Losses::from_array(std::array::from_fn(|_| zero()))
+            };
             if !self.cfg.ae_mode && w.kl > 0.0 {
                 let kl = l_kl(f.mu.clone(), f.logvar.clone(), self.cfg.kl_free_bits);
-                parts[0] = kl.clone().into_scalar().elem();
+                terms.kl = kl.clone().inner();
                 l_g = l_g + kl.mul_scalar(w.kl);
             }
             if let Some(wl) = w.logvar.filter(|&v| v > 0.0) {
@@ -278,38 +408,30 @@ impl<B: AutodiffBackend> LosatokTrainer<B> {
                     .collect();
                 let adv = self.cfg.gan.l_adv(&fake.logits);
                 let fm = self.cfg.gan.l_fm(&real_fmaps, &fake.fmaps);
-                parts[1] = adv.clone().into_scalar().elem();
-                parts[2] = fm.clone().into_scalar().elem();
+                terms.adv = adv.clone().inner();
+                terms.fm = fm.clone().inner();
                 l_g = l_g + adv.mul_scalar(w.adv) + fm.mul_scalar(w.fm);
             }
-            let a = accum as f64;
-            sums[0] += l_g.clone().into_scalar().elem::<f64>() / a;
-            sums[1] += l_mel.into_scalar().elem::<f64>() / a;
-            sums[2] += l_s.into_scalar().elem::<f64>() / a;
-            sums[3] += parts[0] / a;
-            sums[4] += parts[1] / a;
-            sums[5] += parts[2] / a;
+            terms.generator = l_g.clone().inner();
+            sums = sums.zip_with(terms, |s, t| s + t.div_scalar(a));
             let grads = l_g.div_scalar(a).backward();
             acc_g.accumulate(&self.model, GradientsParams::from_grads(grads, &self.model));
         }
         let mut grads_g = acc_g.grads();
         all_reduce_gradients(&self.model, &mut grads_g, collective, BUCKET_BYTES)?;
-        let g_norm = match self.cfg.optim_g.grad_clip {
-            Some(c) => clip_grad_norm(&self.model, &mut grads_g, c),
-            None => grad_norm(&self.model, &grads_g),
+        let mut values = sums.into_array().to_vec();
+        values.push(grad_sq_norm(&self.model, &grads_g, &device));
+        let host = read_scalars(values);
+        let g_norm = host[7].sqrt();
+        if let Some(c) = self.cfg.optim_g.grad_clip {
+            clip_to(&self.model, &mut grads_g, g_norm, c);
+        }
+        let losses = Stage2Losses {
+            d: loss_d,
+            ..Stage2Losses::from_array(std::array::from_fn(|i| host[i]))
         };
-        let mut agreed = [
-            sums[0],
-            sums[1],
-            sums[2],
-            sums[3],
-            sums[4],
-            sums[5],
-            sums[6],
-            (bad_input || !all_finite(&[sums[0], g_norm])) as u8 as f64,
-        ];
-        collective.all_reduce_sum_host(&mut agreed)?;
-        let g_ok = agreed[7] == 0.0;
+        let fault = bad_input || !all_finite(&[losses.generator, g_norm]);
+        let (losses, g_ok) = agree(collective, losses, fault)?;
         let lr = self.sched_g.lr(step);
         if g_ok {
             self.model = self.opt_g.step(lr, self.model.clone(), grads_g);
@@ -320,19 +442,13 @@ impl<B: AutodiffBackend> LosatokTrainer<B> {
             "input, generator or discriminator loss or gradient",
         )?;
         self.step += 1;
-        let world = collective.world_size() as f64;
-        stats.loss_g = agreed[0] / world;
-        stats.mel = agreed[1] / world;
-        stats.semantic = agreed[2] / world;
-        stats.kl = agreed[3] / world;
-        stats.adv = agreed[4] / world;
-        stats.fm = agreed[5] / world;
-        stats.loss_d = agreed[6] / world;
-        stats.grad_norm_g = g_norm;
-        stats.grad_norm_d = d_norm;
-        stats.lr = lr;
-        stats.skipped = !(g_ok && d_ok);
-        Ok(stats)
+        Ok(Stage2Stats {
+            losses,
+            grad_norm_g: g_norm,
+            grad_norm_d: d_norm,
+            lr,
+            skipped: !(g_ok && d_ok),
+        })
     }
 
     /// Reconstruct a 16 kHz signal with the current weights (`z = μ`, no autodiff).

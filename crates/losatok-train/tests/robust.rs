@@ -144,7 +144,7 @@ fn stage2_skips_non_finite_steps_and_stops_after_max_bad_steps() {
     assert!(!t.train_step(&good, rows, n, 0, &mut Local).unwrap().skipped);
     let (g, d) = (params(&t.model), params(&t.disc));
     let s = t.train_step(&nan, rows, n, 0, &mut Local).unwrap();
-    assert!(s.skipped && !s.mel.is_finite(), "{s:?}");
+    assert!(s.skipped && !s.losses.mel.is_finite(), "{s:?}");
     assert_eq!(params(&t.model), g, "a skipped step changed the generator");
     assert_eq!(
         params(&t.disc),
@@ -154,7 +154,7 @@ fn stage2_skips_non_finite_steps_and_stops_after_max_bad_steps() {
     assert_eq!((t.faults.consecutive, t.faults.total, t.step), (1, 1, 2));
 
     let s = t.train_step(&good, rows, n, 0, &mut Local).unwrap();
-    assert!(!s.skipped && s.mel.is_finite());
+    assert!(!s.skipped && s.losses.mel.is_finite());
     assert_ne!(params(&t.model), g);
     assert_eq!(t.faults.consecutive, 0);
 

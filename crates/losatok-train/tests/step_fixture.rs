@@ -3,8 +3,9 @@
 //!
 //! The fixture (`tests/fixtures/train/stage2_steps.safetensors`) was recorded with the trainer
 //! that ran the generator twice per micro-batch (once without autodiff for the discriminator,
-//! once with it for the generator). The single-pass step computes the same values in a different
-//! order of operations, so it must reproduce the fixture within [`PARAM_TOL`].
+//! once with it for the generator), with the CPU fast paths off. The single-pass step computes
+//! the same values in a different order of operations, so it must reproduce the fixture within
+//! [`PARAM_TOL`].
 //!
 //! Re-record (only when the step's mathematics changes on purpose):
 //! `LOSATOK_RECORD_FIXTURE=1 cargo test --release -p losatok-train --test step_fixture`.
@@ -17,6 +18,7 @@ use burn::prelude::*;
 use losatok_models::checkpoint::torch_names;
 use losatok_models::discriminator::{DiscriminatorConfig, MfdConfig};
 use losatok_train::collective::Local;
+use losatok_train::config::OptimConfig;
 use losatok_train::data::{synth_clip, SynthKind};
 use losatok_train::demo::stage2_config;
 use losatok_train::run::{seeded, stage2_model};
@@ -25,12 +27,11 @@ use losatok_train::{RunOptions, Stage2Config};
 
 type Ad = Autodiff<Flex>;
 
-/// Largest difference allowed between a recorded and a recomputed parameter or loss, absolute
-/// below 1 and relative above (gradient norms and losses can exceed 1).
-/// The values are mathematically identical; what differs is float summation order (the
-/// discriminator's input is the autodiff forward instead of a separate inference forward, and
-/// loss terms are summed on the device). Three AdamW steps at lr ≤ 2e-3 move a parameter by at
-/// most ~6e-3, so 1e-5 still catches any change of the update's mathematics.
+/// Largest difference allowed between a recorded and a recomputed parameter or statistic,
+/// absolute below 1 and relative above (gradient norms and losses can exceed 1). The values are
+/// mathematically identical; what may differ is float summation order (loss terms are summed
+/// on the device). Three AdamW steps at lr ≤ 2e-3 move a parameter by up to ~6e-3, so 1e-5 still
+/// catches any change of the update's mathematics.
 const PARAM_TOL: f32 = 1e-5;
 
 /// Crop length (0.64 s, the demo's) and optimiser steps per scenario.
@@ -44,6 +45,17 @@ fn fixture_path() -> PathBuf {
 
 /// The demo's stage-2 config on the tiny model: the GAN starts at step 1, so the fixture covers
 /// a generator-only step and two full steps; sampling on (KL and reparameterisation noise).
+///
+/// With one micro-batch the discriminator's optimiser is AdamW with ε = 1 (updates ≈ lr·g). The
+/// old trainer fed the discriminator a reconstruction from an inference pass; the single-pass
+/// step feeds it the autodiff forward's, and Burn's autodiff forward rounds differently from
+/// its inference forward (≈1e-7 here, even with the CPU fast paths off). The MFD's log
+/// spectra amplify that in near-silent bins, and with the usual ε AdamW's first steps move each
+/// weight by ±lr whatever its gradient's size, so a gradient element that is rounding noise
+/// could flip a weight by 2·lr (measured: 3.5e-4). With ε = 1 the comparison measures the
+/// gradients themselves (as `tests/data_parallel.rs` does). With two micro-batches both
+/// trainers feed the discriminator from an inference pass and the recomputation is
+/// bit-identical, so that scenario keeps the demo's optimiser.
 fn config(batch: usize, accum: usize) -> Stage2Config {
     let mut cfg = stage2_config(Path::new("unused"), Path::new("random"), STEPS, 0, 0);
     cfg.semantic_encoder = "random".into();
@@ -55,6 +67,17 @@ fn config(batch: usize, accum: usize) -> Stage2Config {
     cfg.gan_start_step = 1;
     cfg.run.batch_size = batch;
     cfg.run.grad_accum = accum;
+    if accum == 1 {
+        cfg.optim_d = OptimConfig {
+            lr: 1e-2,
+            min_lr: 1e-2,
+            warmup_steps: 0,
+            eps: 1.0,
+            weight_decay: 0.0,
+            grad_clip: None,
+            ..OptimConfig::default()
+        };
+    }
     cfg
 }
 
@@ -85,21 +108,9 @@ fn host<B: Backend, M: burn::module::Module<B>>(
 }
 
 fn stats_row(s: &Stage2Stats) -> Vec<f32> {
-    [
-        s.loss_g,
-        s.mel,
-        s.semantic,
-        s.kl,
-        s.adv,
-        s.fm,
-        s.loss_d,
-        s.grad_norm_g,
-        s.grad_norm_d,
-        s.lr,
-    ]
-    .iter()
-    .map(|&v| v as f32)
-    .collect()
+    let mut row: Vec<f64> = s.losses.into_array().to_vec();
+    row.extend([s.grad_norm_g, s.grad_norm_d, s.lr]);
+    row.iter().map(|&v| v as f32).collect()
 }
 
 /// Run one scenario; every trainable parameter and each step's statistics, by name.
@@ -170,6 +181,12 @@ fn read(path: &Path) -> BTreeMap<String, Vec<f32>> {
 
 #[test]
 fn stage2_steps_reproduce_the_recorded_trainer() {
+    // Generic kernels only (see the module doc): the recorded trainer fed the discriminator from
+    // an inference pass, which takes the Flex fast paths, while the single-pass step feeds it
+    // from the autodiff forward, which does not; with the fast paths off both use the same
+    // kernels and what remains is summation order. (The fast paths have their own tests
+    // against the generic kernels.)
+    losatok_models::cpu_fast_path::set_enabled(false);
     let mut got = scenario("accum1", 2, 1);
     got.extend(scenario("accum2", 4, 2));
     if std::env::var_os("LOSATOK_RECORD_FIXTURE").is_some() {
@@ -191,6 +208,14 @@ fn stage2_steps_reproduce_the_recorded_trainer() {
             .zip(w)
             .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
             .fold(0f32, f32::max);
+        if std::env::var_os("LOSATOK_FIXTURE_REPORT").is_some() {
+            let over = g
+                .iter()
+                .zip(w)
+                .filter(|(a, b)| (*a - *b).abs() > PARAM_TOL)
+                .count();
+            eprintln!("{k}: {worst:e}, {over} of {} above {PARAM_TOL:e}", w.len());
+        }
         assert!(
             worst <= PARAM_TOL,
             "{k}: max |Δ|/max(1, |recorded|) {worst:e} > {PARAM_TOL:e}"

@@ -145,16 +145,16 @@ fn stage2_overfits_a_fixed_batch_and_leaves_the_frozen_parts_untouched() {
     }
     eprintln!(
         "stage 2 mel {} → {}, D loss {}",
-        first.mel, last.mel, last.loss_d
+        first.losses.mel, last.losses.mel, last.losses.d
     );
     assert!(
-        last.mel * STAGE2_OVERFIT_FACTOR < first.mel,
+        last.losses.mel * STAGE2_OVERFIT_FACTOR < first.losses.mel,
         "{} → {}",
-        first.mel,
-        last.mel
+        first.losses.mel,
+        last.losses.mel
     );
     assert!(
-        last.loss_d > 0.0 && last.adv > 0.0,
+        last.losses.d > 0.0 && last.losses.adv > 0.0,
         "GAN terms active after step 20"
     );
     assert_eq!(
