@@ -101,6 +101,10 @@ fn run_options(config: &Path, run_dir: PathBuf, resume: bool) -> RunOptions {
         run_dir,
         config_dir: config.parent().map(Path::to_path_buf).unwrap_or_default(),
         resume,
+        // a hung rank (see `run.watchdog`) ends the process so the launcher stops the job
+        on_hang: Some(losatok_train::watchdog::exit_on_hang(
+            std::time::Duration::from_secs(30),
+        )),
         ..RunOptions::default()
     }
 }

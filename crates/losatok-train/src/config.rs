@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::DataConfig;
 use crate::error::TrainError;
 use crate::schedule::WarmupCosine;
+use crate::watchdog::WatchdogConfig;
 
 /// Which model to build: a named preset (`{preset: official}` or `{preset: tiny}`) or a model
 /// config file in the official layout (`{file: model.yml}`).
@@ -231,6 +232,8 @@ pub struct RunSection {
     pub sample_every: u64,
     /// Consecutive non-finite steps tolerated before the run stops.
     pub max_bad_steps: u32,
+    /// When a rank counts as hung (see [`crate::watchdog`]).
+    pub watchdog: WatchdogConfig,
 }
 
 impl Default for RunSection {
@@ -245,6 +248,7 @@ impl Default for RunSection {
             keep_checkpoints: 3,
             sample_every: 5000,
             max_bad_steps: 20,
+            watchdog: WatchdogConfig::default(),
         }
     }
 }
@@ -271,7 +275,7 @@ impl RunSection {
                 "run: log_every, checkpoint_every and keep_checkpoints must be positive".into(),
             );
         }
-        Ok(())
+        self.watchdog.validate()
     }
 }
 

@@ -157,6 +157,7 @@ fn tiny_run(steps: u64, batch: usize, seed: u64) -> RunSection {
         keep_checkpoints: 1,
         sample_every: steps,
         max_bad_steps: 20,
+        watchdog: Default::default(),
     }
 }
 

@@ -17,6 +17,7 @@ pub mod schedule;
 pub mod stage1;
 pub mod stage2;
 pub mod state;
+pub mod watchdog;
 
 pub use config::{Stage1Config, Stage2Config};
 pub use error::TrainError;

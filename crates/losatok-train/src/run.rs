@@ -35,6 +35,7 @@ use crate::metrics::{
 use crate::run_folder::{ConfigChange, RunFolder};
 use crate::stage1::{SemboTrainer, Stage1Stats};
 use crate::stage2::{LosatokTrainer, Stage2Stats};
+use crate::watchdog::{HangHandler, Phase, Watchdog, Watched};
 
 /// Where a run is (for progress bars).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -69,6 +70,9 @@ pub struct RunOptions {
     pub stop_at: Option<u64>,
     /// Called after every step.
     pub progress: Option<ProgressFn>,
+    /// What to do when a rank hangs (see [`crate::watchdog`]); `None`: no watchdog. The
+    /// command line uses [`crate::watchdog::exit_on_hang`].
+    pub on_hang: Option<HangHandler>,
 }
 
 /// The end of a run.
@@ -375,7 +379,7 @@ where
         &mut started,
         collective,
     )?;
-    let export = export_if_finished::<C, _>(&trainer, &cfg.run, opts, rank0)?;
+    let export = export_if_finished(&trainer, &cfg.run, opts, rank0)?;
     Ok(started.summary(trainer.step, export, resumed, &loader, None))
 }
 
@@ -386,14 +390,20 @@ struct StepLog {
 }
 
 /// What differs between the two stages' runs; [`run_steps`] is the loop they share (data,
-/// step, progress, logs, samples, checkpoints) and [`export_if_finished`] its end.
-trait StageRun<C> {
+/// step, progress, logs, samples, checkpoints, the watchdog) and [`export_if_finished`] its end.
+trait StageRun {
     /// 1 or 2.
     const STAGE: u8;
+    /// The backend gradients are reduced on.
+    type Inner: Backend;
     /// Optimiser steps done.
     fn steps_done(&self) -> u64;
     /// One optimiser step on this rank's batch.
-    fn step_batch(&mut self, batch: &Batch, collective: &mut C) -> Result<StepLog, TrainError>;
+    fn step_batch<C: Collective<Self::Inner>>(
+        &mut self,
+        batch: &Batch,
+        collective: &mut C,
+    ) -> Result<StepLog, TrainError>;
     /// Log the validation clips at a sample step (rank 0; `clips` is not empty).
     fn log_samples(
         &mut self,
@@ -409,8 +419,9 @@ trait StageRun<C> {
 
 /// The step loop of both stages, from the current step to `run.steps` (or `opts.stop_at`):
 /// one batch and one step per iteration, then on rank 0 the scalars every `log_every` steps,
-/// the validation samples every `sample_every` and a checkpoint every `checkpoint_every`.
-fn run_steps<C, S: StageRun<C>>(
+/// the validation samples every `sample_every` and a checkpoint every `checkpoint_every`. With
+/// a hang handler in `opts` (and `run.watchdog.enabled`) a [`Watchdog`] follows every phase.
+fn run_steps<C: Collective<S::Inner>, S: StageRun>(
     stage: &mut S,
     run: &RunSection,
     opts: &RunOptions,
@@ -420,9 +431,29 @@ fn run_steps<C, S: StageRun<C>>(
 ) -> Result<(), TrainError> {
     let end = opts.stop_at.unwrap_or(run.steps).min(run.steps);
     let mut throughput = Throughput::new(stage.steps_done());
+    let dog = match &opts.on_hang {
+        Some(handler) if run.watchdog.enabled => Some(Watchdog::start(
+            run.watchdog.clone(),
+            collective.rank(),
+            stage.steps_done(),
+            Arc::clone(handler),
+        )),
+        _ => None,
+    };
+    let enter = |step: u64, phase: Phase| {
+        if let Some(d) = &dog {
+            d.enter(step, phase);
+        }
+    };
     while stage.steps_done() < end {
-        let batch = loader.batch(stage.steps_done())?;
-        let report = stage.step_batch(&batch, collective)?;
+        let step = stage.steps_done();
+        enter(step, Phase::Data);
+        let batch = loader.batch(step)?;
+        enter(step, Phase::Compute);
+        let report = stage.step_batch(&batch, &mut Watched::new(collective, dog.as_ref(), step))?;
+        if let Some(d) = &dog {
+            d.step_done();
+        }
         let done = stage.steps_done();
         if let Some(p) = &opts.progress {
             p(TrainProgress {
@@ -446,9 +477,11 @@ fn run_steps<C, S: StageRun<C>>(
             && done.is_multiple_of(run.sample_every)
             && !started.clips.is_empty()
         {
+            enter(done, Phase::Samples);
             stage.log_samples(log, &started.clips, done)?;
         }
         if done.is_multiple_of(run.checkpoint_every) || done == run.steps {
+            enter(done, Phase::Checkpoint);
             started
                 .folder
                 .checkpoints
@@ -460,7 +493,7 @@ fn run_steps<C, S: StageRun<C>>(
 }
 
 /// Rank 0 of a finished run exports the model; `None` otherwise.
-fn export_if_finished<C, S: StageRun<C>>(
+fn export_if_finished<S: StageRun>(
     stage: &S,
     run: &RunSection,
     opts: &RunOptions,
@@ -472,14 +505,19 @@ fn export_if_finished<C, S: StageRun<C>>(
     Ok(None)
 }
 
-impl<B: AutodiffBackend, C: Collective<B::InnerBackend>> StageRun<C> for SemboTrainer<B> {
+impl<B: AutodiffBackend> StageRun for SemboTrainer<B> {
     const STAGE: u8 = 1;
+    type Inner = B::InnerBackend;
 
     fn steps_done(&self) -> u64 {
         self.step
     }
 
-    fn step_batch(&mut self, batch: &Batch, collective: &mut C) -> Result<StepLog, TrainError> {
+    fn step_batch<C: Collective<Self::Inner>>(
+        &mut self,
+        batch: &Batch,
+        collective: &mut C,
+    ) -> Result<StepLog, TrainError> {
         let s: Stage1Stats =
             self.train_step(&batch.audio, batch.batch, batch.samples, collective)?;
         let scalars = [
@@ -824,7 +862,7 @@ where
         &mut started,
         collective,
     )?;
-    let export = export_if_finished::<C, _>(&run, &cfg.run, opts, rank0)?;
+    let export = export_if_finished(&run, &cfg.run, opts, rank0)?;
     let trainer = run.trainer;
     let eval = match (eval_clip, start_eval) {
         (Some(clip), Some((audio_before, mel_before))) => Some(EvalReport {
@@ -846,14 +884,19 @@ struct Stage2Run<B: AutodiffBackend> {
     before: Vec<Option<Vec<f32>>>,
 }
 
-impl<B: AutodiffBackend, C: Collective<B::InnerBackend>> StageRun<C> for Stage2Run<B> {
+impl<B: AutodiffBackend> StageRun for Stage2Run<B> {
     const STAGE: u8 = 2;
+    type Inner = B::InnerBackend;
 
     fn steps_done(&self) -> u64 {
         self.trainer.step
     }
 
-    fn step_batch(&mut self, batch: &Batch, collective: &mut C) -> Result<StepLog, TrainError> {
+    fn step_batch<C: Collective<Self::Inner>>(
+        &mut self,
+        batch: &Batch,
+        collective: &mut C,
+    ) -> Result<StepLog, TrainError> {
         let s: Stage2Stats = self.trainer.train_step(
             &batch.audio,
             batch.batch,

@@ -29,8 +29,9 @@ pub const CONFIG_CHANGES_FILE: &str = "config_changes.jsonl";
 
 /// Keys (dotted paths in the training config; a trailing `.` covers a whole section) that may
 /// change when a run is resumed: they change how training goes on, not what the run is.
-const ADJUSTABLE: [&str; 14] = [
+const ADJUSTABLE: [&str; 15] = [
     "run.steps",
+    "run.watchdog.",
     "run.log_every",
     "run.checkpoint_every",
     "run.keep_checkpoints",
