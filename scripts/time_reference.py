@@ -544,7 +544,7 @@ def worker_main(argv) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--ref_stage2_forward", default="recompute")
+    p.add_argument("--ref_stage2_forward", default="shared")
     a = p.parse_args(argv)
     if a._worker == "serve":
         return worker_serve(a)
@@ -1021,9 +1021,10 @@ def parse_args(argv):
     p.add_argument("--stage2-batches", default="1", help="stage-2 step batch sizes (default 1)")
     p.add_argument("--no-train", action="store_true", help="no training-step rows")
     p.add_argument("--no-inference", action="store_true", help="no reconstruct/encode/decode rows")
-    p.add_argument("--ref-stage2-forward", choices=("recompute", "shared"), default="recompute",
-                   help="reference stage-2 D input: a second generator forward without autograd "
-                        "as our trainer does (default), or x̂.detach() of the G forward (DAC style)")
+    p.add_argument("--ref-stage2-forward", choices=("recompute", "shared"), default="shared",
+                   help="reference stage-2 D input: x̂.detach() of the G forward, as our trainer "
+                        "does with one micro-batch (default), or a second generator forward "
+                        "without autograd (our trainer before its single-pass step)")
     p.add_argument("--no-wait-quiet", dest="wait_quiet", action="store_false",
                    help="do not wait for a quiet machine before each run")
     p.add_argument("--quiet-timeout", type=float, default=120.0, metavar="S",

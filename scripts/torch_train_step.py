@@ -39,11 +39,11 @@ What is the same as our Burn trainer (`losatok-train`, `Stage1Config::paper()` /
     over the 6 MFD branches; FM = Σ_layers / K; no KL free bits, semantic_loss_mode "both");
   * the MFD configuration, the DAC mel configuration, 3 s (48 000-sample) crops, float32;
   * the order of a stage-2 step: D first on the detached reconstruction, then G through the
-    updated D. With `d_input="recompute"` (the default) the D update gets its x̂ from a separate
-    generator forward without autograd, as our trainer does, so the frozen semantic encoder and
-    the generator run twice per step, exactly like ours. `d_input="shared"` is the DAC/Vocos
-    habit instead: one generator forward with autograd, x̂.detach() for D, the same graph
-    reused for the G loss (one generator forward less per step);
+    updated D. With `d_input="shared"` (the default) one generator forward with autograd gives
+    x̂.detach() for D and the same graph for the G loss, as our trainer does with one
+    micro-batch (and DAC/Vocos do). `d_input="recompute"` gets D's x̂ from a separate generator
+    forward without autograd, as our trainer did before its single-pass step (and still does
+    with gradient accumulation), so the frozen encoder and the generator run twice per step;
   * AdamW β/ε/weight decay, global-norm clipping at 1.0 for G and D (both trainers use
     `max_norm / (‖g‖ + 1e-6)`), a per-step warm-up + cosine lr;
   * the frozen parts (semantic encoder, SemBo in stage 2) in eval mode with no gradient.
@@ -53,8 +53,7 @@ What is not identical (none of it changes the amount of work in a step noticeabl
     `foreach` on CUDA) against Burn's; torch's weight-norm parametrisation recomputes w = g·v/‖v‖
     on each forward, as ours does;
   * the noise ε of the reparameterisation: torch.randn_like here; ours draws seeded per-row
-    noise and reuses the same ε in the D-step and G-step generator passes (here, in "recompute"
-    mode, the two passes draw different ε);
+    noise (in "recompute" mode the two passes here draw different ε, ours the same);
   * the starting weights: in the timing worker the stage-2 generator is a copy of the loaded
     checkpoint's trainable parts sharing the loaded (frozen) semantic encoder, and SemBo is freshly
     initialised by the reference class; values do not change the cost;
@@ -320,7 +319,7 @@ def make_stage2_generator(model):
 class Stage2Step:
     """The LoSATok GAN step (§3, §5, §7, §8): D update, then G update through the updated D."""
 
-    def __init__(self, generator, device="cpu", d_input="recompute", mfd_hops=MFD_HOPS,
+    def __init__(self, generator, device="cpu", d_input="shared", mfd_hops=MFD_HOPS,
                  mfd_channels=MFD_CHANNELS, optim: OptimSettings = STAGE2_OPTIM):
         if d_input not in ("recompute", "shared"):
             raise ValueError(f"d_input must be 'recompute' or 'shared', got {d_input!r}")
