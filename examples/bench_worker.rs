@@ -6,6 +6,8 @@
 //! cargo build --release --example bench_worker
 //! target/release/examples/bench_worker --checkpoint losatok.pth [--config model.yml]
 //! target/release/examples/bench_worker --random            # random official-size weights
+//! cargo build --release --example bench_worker --features cuda
+//! target/release/examples/bench_worker --random --device cuda   # on the GPU
 //! ```
 //!
 //! Once loaded it prints `{"ready": true, "load_s": …}` on stdout, then reads JSON commands on
@@ -34,6 +36,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::backend::Autodiff;
+use burn::prelude::Backend;
 use losatok::models::sembo::SemBo;
 use losatok::{Cpu, FileOptions, LosatokConfig, Tokenizer};
 use losatok_train::collective::Local;
@@ -44,8 +47,6 @@ use losatok_train::stage1::SemboTrainer;
 use losatok_train::stage2::LosatokTrainer;
 use losatok_train::{RunOptions, Stage1Config, Stage2Config};
 use serde_json::{json, Value};
-
-type Ad = Autodiff<Cpu>;
 
 /// The paper's training crop: 3 s at 16 kHz.
 const SEGMENT: usize = 48_000;
@@ -77,20 +78,20 @@ fn clips(rows: usize) -> Vec<f32> {
 }
 
 /// The stage trainers, each built on first use for a given batch size.
-#[derive(Default)]
-struct Trainers {
-    stage1: Option<(usize, SemboTrainer<Ad>)>,
-    stage2: Option<(usize, LosatokTrainer<Ad>)>,
+struct Trainers<B: Backend> {
+    stage1: Option<(usize, SemboTrainer<Autodiff<B>>)>,
+    stage2: Option<(usize, LosatokTrainer<Autodiff<B>>)>,
 }
 
-struct Worker {
-    tokenizer: Tokenizer<Cpu>,
+struct Worker<B: Backend> {
+    tokenizer: Tokenizer<B>,
+    device: B::Device,
     /// The model of both trainers: the loaded config's file, or the official preset.
     model: ModelSpec,
-    trainers: Trainers,
+    trainers: Trainers<B>,
 }
 
-impl Worker {
+impl<B: Backend> Worker<B> {
     fn file_options() -> FileOptions {
         FileOptions {
             overwrite: true,
@@ -112,19 +113,19 @@ impl Worker {
         }
     }
 
-    fn stage1(&mut self, rows: usize) -> &mut SemboTrainer<Ad> {
+    fn stage1(&mut self, rows: usize) -> &mut SemboTrainer<Autodiff<B>> {
         let config = self.tokenizer.config().clone();
         self.trainers.stage2 = None; // one trainer in memory at a time
         let slot = &mut self.trainers.stage1;
         if slot.as_ref().is_none_or(|(n, _)| *n != rows) {
             *slot = None; // free the previous one first
-            let device = Default::default();
+            let device = self.device.clone();
             let mut cfg = Stage1Config::paper();
             cfg.model = self.model.clone();
             cfg.run.batch_size = rows;
             cfg.run.grad_accum = 1;
-            let encoder = seeded::<Cpu, _>(&device, 1, || config.audio_encoder.init(&device));
-            let sembo = seeded::<Ad, _>(&device, 2, || {
+            let encoder = seeded::<B, _>(&device, 1, || config.audio_encoder.init(&device));
+            let sembo = seeded::<Autodiff<B>, _>(&device, 2, || {
                 SemBo::new(
                     config.tokenizer.embed_dim,
                     config.sembo_hidden_dim,
@@ -137,12 +138,12 @@ impl Worker {
         &mut slot.as_mut().expect("built above").1
     }
 
-    fn stage2(&mut self, rows: usize) -> Result<&mut LosatokTrainer<Ad>, String> {
+    fn stage2(&mut self, rows: usize) -> Result<&mut LosatokTrainer<Autodiff<B>>, String> {
         self.trainers.stage1 = None; // one trainer in memory at a time
         let slot = &mut self.trainers.stage2;
         if slot.as_ref().is_none_or(|(n, _)| *n != rows) {
             *slot = None;
-            let device = Default::default();
+            let device = self.device.clone();
             let mut cfg = Stage2Config::paper();
             cfg.model = self.model.clone();
             cfg.semantic_encoder = "random".into();
@@ -154,10 +155,10 @@ impl Worker {
                 ..RunOptions::default()
             };
             let (generator, _) =
-                stage2_model::<Ad>(&cfg, &opts, &device).map_err(|e| e.to_string())?;
+                stage2_model::<Autodiff<B>>(&cfg, &opts, &device).map_err(|e| e.to_string())?;
             let disc = cfg
                 .discriminator
-                .init::<Ad>(&device)
+                .init::<Autodiff<B>>(&device)
                 .map_err(|e| e.to_string())?;
             *slot = Some((rows, LosatokTrainer::new(generator, disc, &cfg)));
         }
@@ -214,18 +215,41 @@ impl Worker {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: bench_worker (--checkpoint FILE [--config FILE] | --random)");
+    eprintln!("usage: bench_worker (--checkpoint FILE [--config FILE] | --random) [--device cpu|cuda[:N]]");
     std::process::exit(2)
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let device = args
+        .iter()
+        .position(|a| a == "--device")
+        .map(|i| args.get(i + 1).cloned().unwrap_or_else(|| usage()))
+        .unwrap_or_else(|| "cpu".into());
+    match device
+        .split_once(':')
+        .map_or((device.as_str(), "0"), |(k, n)| (k, n))
+    {
+        ("cpu", _) => serve::<Cpu>(&args, Default::default()),
+        #[cfg(feature = "cuda")]
+        ("cuda", n) => {
+            let index = n.parse().unwrap_or_else(|_| usage());
+            serve::<losatok::Cuda>(&args, burn::backend::cuda::CudaDevice::new(index))
+        }
+        _ => {
+            eprintln!("bench_worker: unknown or not built device {device:?} (cuda needs the `cuda` feature)");
+            std::process::exit(2)
+        }
+    }
+}
+
+/// Load the model on `device`, say ready, then answer commands until `quit` or end of input.
+fn serve<B: Backend>(args: &[String], device: B::Device) {
     let value = |flag: &str| {
         args.iter()
             .position(|a| a == flag)
             .map(|i| args.get(i + 1).cloned().unwrap_or_else(|| usage()))
     };
-    let device = Default::default();
     let config = match value("--config") {
         Some(path) => LosatokConfig::from_file(&path).unwrap_or_else(|e| {
             eprintln!("bench_worker: {path}: {e}");
@@ -235,13 +259,13 @@ fn main() {
     };
     let start = Instant::now();
     let tokenizer = match (value("--checkpoint"), args.iter().any(|a| a == "--random")) {
-        (Some(path), false) => Tokenizer::<Cpu>::load(Path::new(&path), &config, &device)
+        (Some(path), false) => Tokenizer::<B>::load(Path::new(&path), &config, &device)
             .unwrap_or_else(|e| {
                 eprintln!("bench_worker: {path}: {e}");
                 std::process::exit(1)
             }),
         (None, true) => {
-            let model = seeded::<Cpu, _>(&device, 7, || config.init::<Cpu>(&device));
+            let model = seeded::<B, _>(&device, 7, || config.init::<B>(&device));
             Tokenizer::from_model(model, config)
         }
         _ => usage(),
@@ -255,8 +279,12 @@ fn main() {
     };
     let mut worker = Worker {
         tokenizer,
+        device,
         model,
-        trainers: Trainers::default(),
+        trainers: Trainers {
+            stage1: None,
+            stage2: None,
+        },
     };
     let mut out = std::io::stdout().lock();
     let say = |out: &mut std::io::StdoutLock, v: Value| {

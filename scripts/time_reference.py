@@ -1007,7 +1007,9 @@ def parse_args(argv):
                    "given, the tiny config with --tiny, else none)")
     p.add_argument("--features-ext", default="safetensors",
                    help="file extension of our encode output (default safetensors)")
-    p.add_argument("--device", default="cpu", help="reference side: cpu, cuda or cuda:N")
+    p.add_argument("--device", default="cpu",
+                   help="cpu, cuda or cuda:N, for both sides (our worker must be built with "
+                        "--features cuda for cuda)")
     p.add_argument("--config", help=f"reference config (default: REFERENCE/{DEFAULT_CONFIG})")
     p.add_argument("--tiny", action="store_true",
                    help="tiny random model, for testing the script and the workers (not for numbers)")
@@ -1194,7 +1196,8 @@ def run(a, workdir) -> int:
         ref_w, ready = start_worker(a, "reference", ref_cmd, ref_env(a), ref_log, [])
         workers.append(ref_w)
         results["ready"]["ref"] = ready
-        ours_cmd = [a.worker, "--checkpoint", a.checkpoint]
+        # both sides on the same device: our worker takes --device too (a CUDA build for cuda)
+        ours_cmd = [a.worker, "--checkpoint", a.checkpoint, "--device", a.device]
         if a.worker_config:
             ours_cmd += ["--config", a.worker_config]
         note("starting our worker (loading the model)")
