@@ -62,6 +62,10 @@ pub type Cpu = burn::backend::Flex;
 #[cfg(feature = "cuda")]
 pub type Cuda = burn::backend::Cuda;
 
+/// The wgpu backend (Vulkan, Metal, DirectX 12; with kernel fusion), behind the `wgpu` feature.
+#[cfg(feature = "wgpu")]
+pub type Wgpu = burn::backend::Wgpu;
+
 /// A mono signal as a `[1, N]` tensor.
 pub fn samples_to_tensor<B: Backend>(samples: &[f32], device: &B::Device) -> Tensor<B, 2> {
     Tensor::from_data(

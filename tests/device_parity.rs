@@ -272,6 +272,26 @@ fn flex_passes_the_device_checks() {
 }
 
 #[test]
+fn wgpu_passes_the_device_checks_when_requested() {
+    let requested = std::env::var("LOSATOK_TEST_WGPU").is_ok_and(|v| v == "1");
+    #[cfg(feature = "wgpu")]
+    {
+        if requested {
+            let t = std::time::Instant::now();
+            all_checks::<losatok::Wgpu>("wgpu", &Default::default());
+            eprintln!("wgpu: all checks in {:.1} s", t.elapsed().as_secs_f64());
+        } else {
+            eprintln!("wgpu: built but NOT RUN (set LOSATOK_TEST_WGPU=1 where an adapter exists)");
+        }
+    }
+    #[cfg(not(feature = "wgpu"))]
+    assert!(
+        !requested,
+        "LOSATOK_TEST_WGPU=1 but this build has no `wgpu` feature: nothing would run"
+    );
+}
+
+#[test]
 fn cuda_passes_the_device_checks_when_requested() {
     let requested = std::env::var("LOSATOK_TEST_CUDA").is_ok_and(|v| v == "1");
     #[cfg(feature = "cuda")]

@@ -17,7 +17,6 @@ use losatok_eval::io::write_atomic;
 use losatok_eval::ReconstructionMetrics;
 
 use crate::batch::{report_skipped, walk_inputs};
-use crate::device::DeviceChoice;
 use crate::infer::{load_config, Op};
 use crate::ModelArgs;
 use losatok::audio::{is_audio_path, AUDIO_EXTENSIONS};
@@ -67,29 +66,6 @@ impl SelectArgs {
         }
         Ok(())
     }
-}
-
-/// Run `$body` with `$ty` the inference backend a `--device` selects and `$dev` its device.
-macro_rules! on_backend {
-    ($device:expr, |$ty:ident, $dev:ident| $body:expr) => {{
-        match DeviceChoice::parse($device)? {
-            DeviceChoice::Cpu => {
-                type $ty = losatok::Cpu;
-                let $dev = Default::default();
-                $body
-            }
-            DeviceChoice::Cuda(_i) => {
-                #[cfg(feature = "cuda")]
-                {
-                    type $ty = losatok::Cuda;
-                    let $dev = burn::backend::cuda::CudaDevice::new(_i);
-                    $body
-                }
-                #[cfg(not(feature = "cuda"))]
-                bail!("--device cuda needs a build with the `cuda` feature (cargo build --release --features cuda)")
-            }
-        }
-    }};
 }
 
 /// The audio files under a folder (relative paths), not entering `out` (an output folder
@@ -189,7 +165,7 @@ pub fn analyze(input: PathBuf, select: SelectArgs, model: ModelArgs) -> Result<E
             input.display()
         );
     }
-    on_backend!(&model.device, |B, device| analyze_on::<B>(
+    crate::device::with_backend!(&model.device, |B, device| analyze_on::<B>(
         &inputs,
         &select,
         &model,
@@ -333,7 +309,7 @@ pub fn eval(
             references.display()
         );
     }
-    on_backend!(&model.device, |B, device| eval_on::<B>(
+    crate::device::with_backend!(&model.device, |B, device| eval_on::<B>(
         &pairs,
         matches!(estimates, Estimates::OnTheFly),
         &select,

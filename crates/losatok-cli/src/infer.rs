@@ -12,7 +12,6 @@ use losatok::fs::is_stdio;
 use losatok::{FileOptions, LosatokConfig, Progress, Sampling, Tokenizer, WavFormat};
 
 use crate::batch;
-use crate::device::DeviceChoice;
 use crate::{Cli, Command, ModelArgs, RunArgs};
 
 /// What to do with each input.
@@ -128,15 +127,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             model,
         } => return crate::analysis::eval(references, recon, select, model),
     };
-    match DeviceChoice::parse(&model.device)? {
-        DeviceChoice::Cpu => run_on::<losatok::Cpu>(&job, &model, Default::default()),
-        DeviceChoice::Cuda(_i) => {
-            #[cfg(feature = "cuda")]
-            return run_on::<losatok::Cuda>(&job, &model, burn::backend::cuda::CudaDevice::new(_i));
-            #[cfg(not(feature = "cuda"))]
-            bail!("--device cuda needs a build with the `cuda` feature (cargo build --release --features cuda)")
-        }
-    }
+    crate::device::with_backend!(&model.device, |B, dev| run_on::<B>(&job, &model, dev))
 }
 
 fn job(

@@ -35,29 +35,6 @@ fn progress_bar() -> (ProgressBar, ProgressFn) {
     (bar, f)
 }
 
-/// Which autodiff backend a `--device` selects, and run `f` on it.
-macro_rules! on_device {
-    ($device:expr, |$ty:ident, $dev:ident| $body:expr) => {{
-        match DeviceChoice::parse($device)? {
-            DeviceChoice::Cpu => {
-                type $ty = burn::backend::Autodiff<losatok::Cpu>;
-                let $dev = Default::default();
-                $body
-            }
-            DeviceChoice::Cuda(_i) => {
-                #[cfg(feature = "cuda")]
-                {
-                    type $ty = burn::backend::Autodiff<losatok::Cuda>;
-                    let $dev = burn::backend::cuda::CudaDevice::new(_i);
-                    $body
-                }
-                #[cfg(not(feature = "cuda"))]
-                bail!("--device cuda needs a build with the `cuda` feature (cargo build --release --features cuda)")
-            }
-        }
-    }};
-}
-
 /// `losatok demo`.
 pub fn demo(out: PathBuf, quick: bool, seed: u64, force: bool, device: &str) -> Result<ExitCode> {
     let (bar, progress) = progress_bar();
@@ -78,7 +55,9 @@ pub fn demo(out: PathBuf, quick: bool, seed: u64, force: bool, device: &str) -> 
         opts.stage1_steps, opts.stage2_steps
     );
     let t0 = Instant::now();
-    let report = on_device!(device, |Ad, dev| run_demo::<Ad>(&opts, &dev))?;
+    let report = crate::device::with_backend!(device, |Inner, dev| run_demo::<
+        burn::backend::Autodiff<Inner>,
+    >(&opts, &dev))?;
     bar.finish_and_clear();
     println!(
         "mel distance of the held-back clip: {:.4} before training → {:.4} after ({:.0} % lower), in {:.0} s",
@@ -134,7 +113,7 @@ fn train_rank(stage: u8, args: TrainArgs, env: Option<&DistEnv>) -> Result<ExitC
     };
     let ordinal = match DeviceChoice::parse(&device)? {
         DeviceChoice::Cuda(i) => Some(i),
-        DeviceChoice::Cpu => None,
+        DeviceChoice::Cpu | DeviceChoice::Wgpu(_) => None,
     };
     let mut group = Group::join(env, kind, ordinal)?;
     let (bar, progress) = progress_bar();
@@ -148,12 +127,18 @@ fn train_rank(stage: u8, args: TrainArgs, env: Option<&DistEnv>) -> Result<ExitC
     let config = &args.config;
     let summary = if stage == 1 {
         let cfg = Stage1Config::from_file(config)?;
-        on_device!(&device, |Ad, dev| train_stage1::<Ad, _>(
+        crate::device::with_backend!(&device, |Inner, dev| train_stage1::<
+            burn::backend::Autodiff<Inner>,
+            _,
+        >(
             &cfg, &opts, &dev, &mut group
         ))?
     } else {
         let cfg = Stage2Config::from_file(config)?;
-        on_device!(&device, |Ad, dev| train_stage2::<Ad, _>(
+        crate::device::with_backend!(&device, |Inner, dev| train_stage2::<
+            burn::backend::Autodiff<Inner>,
+            _,
+        >(
             &cfg, &opts, &dev, &mut group, None
         ))?
     };

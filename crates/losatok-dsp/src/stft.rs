@@ -215,8 +215,26 @@ impl<B: Backend> Stft<B> {
     }
 
     fn frames_of(&self, padded: Tensor<B, 2>, k: usize) -> Spectrum<B> {
-        let frames: Tensor<B, 3> = padded.unfold(1, self.n_fft, self.hop);
-        let spec = frames.matmul(self.basis.clone().unsqueeze::<3>());
+        // The frames, `[B·F, n_fft]`, as a plain matrix built item by item. An unfolded view
+        // overlaps (row stride `hop` < `n_fft`), and on Burn 0.21's cubecl backends (CUDA,
+        // wgpu) such a view breaks two ways: its matmul refuses the layout ("Invalid or
+        // non-contiguous matrix layout", tracel-ai/burn#4226), and reshaping a batched one
+        // misplaces every item after the first (found by `tests/device_parity.rs` on wgpu).
+        // Unfolding each item's own 1-D signal and concatenating the copies avoids both; on
+        // Flex the copy is 3.2× the signal, small next to the transform.
+        let [b, n] = padded.dims();
+        let items: Vec<Tensor<B, 2>> = (0..b)
+            .map(|i| {
+                padded
+                    .clone()
+                    .narrow(0, i, 1)
+                    .reshape([n])
+                    .unfold(0, self.n_fft, self.hop)
+            })
+            .collect();
+        let frames = Tensor::cat(items, 0);
+        let f = frames.dims()[0] / b;
+        let spec = frames.matmul(self.basis.clone()).reshape([b, f, 2 * k]);
         Spectrum {
             re: spec.clone().narrow(2, 0, k),
             im: spec.narrow(2, k, k),
