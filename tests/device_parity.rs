@@ -111,18 +111,6 @@ fn batch(rows: usize, samples: usize) -> Vec<f32> {
         .collect()
 }
 
-fn values<B: Backend, M: burn::module::Module<B>>(m: &M) -> Vec<f32> {
-    struct Collect(Vec<f32>);
-    impl<B: Backend> burn::module::ModuleVisitor<B> for Collect {
-        fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<B, D>>) {
-            self.0.extend(to_vec(p.val()));
-        }
-    }
-    let mut c = Collect(Vec::new());
-    m.visit(&mut c);
-    c.0
-}
-
 fn compare(backend: &str, what: &str, got: &[f32], flex: &[f32]) {
     assert_eq!(got.len(), flex.len(), "{backend}: {what}: parameter count");
     let (worst, at) = max_abs_diff(got, flex);
@@ -185,8 +173,8 @@ fn stage1_step<B: Backend>(backend: &str, device: &B::Device) {
     compare(
         backend,
         "stage-1 SemBo",
-        &values(&other.sembo),
-        &values(&flex.sembo),
+        &param_values(&other.sembo),
+        &param_values(&flex.sembo),
     );
 }
 
@@ -241,20 +229,20 @@ fn stage2_step<B: Backend>(backend: &str, device: &B::Device) {
     compare(
         backend,
         "stage-2 tokenizer",
-        &values(&other.model.dasheng_tokenizer),
-        &values(&flex.model.dasheng_tokenizer),
+        &param_values(&other.model.dasheng_tokenizer),
+        &param_values(&flex.model.dasheng_tokenizer),
     );
     compare(
         backend,
         "stage-2 fc_a",
-        &values(&other.model.fc_a),
-        &values(&flex.model.fc_a),
+        &param_values(&other.model.fc_a),
+        &param_values(&flex.model.fc_a),
     );
     compare(
         backend,
         "stage-2 discriminator",
-        &values(&other.disc),
-        &values(&flex.disc),
+        &param_values(&other.disc),
+        &param_values(&flex.disc),
     );
 }
 

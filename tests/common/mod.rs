@@ -178,3 +178,16 @@ pub fn assert_scalar_rel(name: &str, actual: f32, expected: f32, rtol: f32) {
     );
     eprintln!("{name}: {actual} vs {expected} (relative {rel:.2e}, tolerance {rtol:.1e})");
 }
+
+/// Every float parameter of a module, concatenated in visiting order, as host values.
+pub fn param_values<B: Backend, M: burn::module::Module<B>>(m: &M) -> Vec<f32> {
+    struct Collect(Vec<f32>);
+    impl<B: Backend> burn::module::ModuleVisitor<B> for Collect {
+        fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<B, D>>) {
+            self.0.extend(to_vec(p.val()));
+        }
+    }
+    let mut c = Collect(Vec::new());
+    m.visit(&mut c);
+    c.0
+}

@@ -5,7 +5,6 @@
 use std::path::Path;
 
 use burn::backend::{Autodiff, Flex};
-use burn::prelude::*;
 use losatok_models::discriminator::{DiscriminatorConfig, MfdConfig};
 use losatok_models::{Losatok, LosatokConfig};
 use losatok_train::collective::{Collective, InProcess, Local};
@@ -15,6 +14,9 @@ use losatok_train::demo::{stage1_config, stage2_config};
 use losatok_train::run::seeded;
 use losatok_train::stage1::SemboTrainer;
 use losatok_train::stage2::LosatokTrainer;
+
+mod common;
+use common::param_values;
 
 type Ad = Autodiff<Flex>;
 type Inner = Flex;
@@ -42,24 +44,6 @@ fn batch(rows: usize, samples: usize) -> Vec<f32> {
     (0..rows)
         .flat_map(|i| synth_clip(kinds[i % 3], samples, 40 + i as u64))
         .collect()
-}
-
-fn values<B: Backend, M: burn::module::Module<B>>(m: &M) -> Vec<f32> {
-    struct Collect(Vec<f32>);
-    impl<B: Backend> burn::module::ModuleVisitor<B> for Collect {
-        fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<B, D>>) {
-            self.0.extend(
-                p.val()
-                    .into_data()
-                    .convert::<f32>()
-                    .into_vec::<f32>()
-                    .unwrap(),
-            );
-        }
-    }
-    let mut c = Collect(Vec::new());
-    m.visit(&mut c);
-    c.0
 }
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -105,7 +89,7 @@ fn stage2_ranks_accumulation_and_one_big_batch_agree() {
                 rows.start as u64,
             );
         }
-        (values(&t.model), values(&t.disc))
+        (param_values(&t.model), param_values(&t.disc))
     };
     let big = run(&cfg1, 0..rows, &mut |t, x, first| {
         t.train_step(x, rows, samples, first, &mut Local).unwrap();
@@ -134,7 +118,7 @@ fn stage2_ranks_accumulation_and_one_big_batch_agree() {
                     )
                     .unwrap();
                 }
-                (values(&t.model), values(&t.disc))
+                (param_values(&t.model), param_values(&t.disc))
             })
         })
         .collect();
@@ -146,7 +130,7 @@ fn stage2_ranks_accumulation_and_one_big_batch_agree() {
         assert!(g <= TOL && d <= TOL, "{name}: {g} / {d}");
     }
     assert!(
-        max_diff(&big.0, &values(&model)) > 1e-4,
+        max_diff(&big.0, &param_values(&model)) > 1e-4,
         "the steps changed nothing"
     );
 }
@@ -171,7 +155,7 @@ fn stage1_ranks_accumulation_and_one_big_batch_agree() {
         for _ in 0..STEPS {
             t.train_step(&data, rows, samples, &mut Local).unwrap();
         }
-        values(&t.sembo)
+        param_values(&t.sembo)
     };
     let big = single(1);
     let accum = single(2);
@@ -193,7 +177,7 @@ fn stage1_ranks_accumulation_and_one_big_batch_agree() {
                     )
                     .unwrap();
                 }
-                values(&t.sembo)
+                param_values(&t.sembo)
             })
         })
         // every rank must be running before any is joined

@@ -27,20 +27,10 @@ use losatok_train::stage1::SemboTrainer;
 use losatok_train::stage2::LosatokTrainer;
 use losatok_train::{train_stage1, RunOptions, TrainError};
 
-type Ad = Autodiff<Flex>;
+mod common;
+use common::param_tensors;
 
-fn params<B: Backend, M: burn::module::Module<B>>(m: &M) -> Vec<Vec<f32>> {
-    struct Collect(Vec<Vec<f32>>);
-    impl<B: Backend> burn::module::ModuleVisitor<B> for Collect {
-        fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<B, D>>) {
-            self.0
-                .push(p.val().into_data().convert::<f32>().into_vec().unwrap());
-        }
-    }
-    let mut c = Collect(Vec::new());
-    m.visit(&mut c);
-    c.0
-}
+type Ad = Autodiff<Flex>;
 
 fn batch(n: usize, samples: usize) -> Vec<f32> {
     let kinds = [SynthKind::Speech, SynthKind::Music, SynthKind::General];
@@ -85,18 +75,22 @@ fn stage1_skips_non_finite_steps_and_stops_after_max_bad_steps() {
     let inf = poisoned(&good, f32::INFINITY);
 
     assert!(!t.train_step(&good, rows, n, &mut Local).unwrap().skipped);
-    let before = params(&t.sembo);
+    let before = param_tensors(&t.sembo);
     // (the front end's dB floor masks the NaN, so the loss may be finite: the input check
     // catches it)
     let s = t.train_step(&nan, rows, n, &mut Local).unwrap();
     assert!(s.skipped, "{s:?}");
-    assert_eq!(params(&t.sembo), before, "a skipped step changed SemBo");
+    assert_eq!(
+        param_tensors(&t.sembo),
+        before,
+        "a skipped step changed SemBo"
+    );
     assert_eq!((t.faults.consecutive, t.faults.total, t.step), (1, 1, 2));
 
     // the next good step trains, with the optimiser state of before the fault
     let s = t.train_step(&good, rows, n, &mut Local).unwrap();
     assert!(!s.skipped && s.loss.is_finite());
-    assert_ne!(params(&t.sembo), before);
+    assert_ne!(param_tensors(&t.sembo), before);
     assert_eq!(t.faults.consecutive, 0);
 
     // a non-finite forward pass on finite input (a NaN in the frozen encoder's positional
@@ -104,21 +98,21 @@ fn stage1_skips_non_finite_steps_and_stops_after_max_bad_steps() {
     let clean = t.encoder.time_pos_embed.clone();
     let dims = clean.val().dims();
     t.encoder.time_pos_embed = burn::module::Param::from_tensor(Tensor::full(dims, f32::NAN, &dev));
-    let before = params(&t.sembo);
+    let before = param_tensors(&t.sembo);
     let s = t.train_step(&good, rows, n, &mut Local).unwrap();
     assert!(s.skipped && !s.loss.is_finite(), "{s:?}");
-    assert_eq!(params(&t.sembo), before);
+    assert_eq!(param_tensors(&t.sembo), before);
     assert_eq!((t.faults.consecutive, t.faults.total), (1, 2));
     t.encoder.time_pos_embed = clean;
     assert!(!t.train_step(&good, rows, n, &mut Local).unwrap().skipped);
 
     // three in a row stop it
-    let before = params(&t.sembo);
+    let before = param_tensors(&t.sembo);
     assert!(t.train_step(&inf, rows, n, &mut Local).unwrap().skipped);
     assert!(t.train_step(&nan, rows, n, &mut Local).unwrap().skipped);
     let e = t.train_step(&nan, rows, n, &mut Local).unwrap_err();
     assert_diverged(e, 3);
-    assert_eq!(params(&t.sembo), before);
+    assert_eq!(param_tensors(&t.sembo), before);
     assert_eq!(t.faults.total, 5);
 }
 
@@ -142,12 +136,16 @@ fn stage2_skips_non_finite_steps_and_stops_after_max_bad_steps() {
     let nan = poisoned(&good, f32::NAN);
 
     assert!(!t.train_step(&good, rows, n, 0, &mut Local).unwrap().skipped);
-    let (g, d) = (params(&t.model), params(&t.disc));
+    let (g, d) = (param_tensors(&t.model), param_tensors(&t.disc));
     let s = t.train_step(&nan, rows, n, 0, &mut Local).unwrap();
     assert!(s.skipped && !s.losses.mel.is_finite(), "{s:?}");
-    assert_eq!(params(&t.model), g, "a skipped step changed the generator");
     assert_eq!(
-        params(&t.disc),
+        param_tensors(&t.model),
+        g,
+        "a skipped step changed the generator"
+    );
+    assert_eq!(
+        param_tensors(&t.disc),
         d,
         "a skipped step changed the discriminator"
     );
@@ -155,7 +153,7 @@ fn stage2_skips_non_finite_steps_and_stops_after_max_bad_steps() {
 
     let s = t.train_step(&good, rows, n, 0, &mut Local).unwrap();
     assert!(!s.skipped && s.losses.mel.is_finite());
-    assert_ne!(params(&t.model), g);
+    assert_ne!(param_tensors(&t.model), g);
     assert_eq!(t.faults.consecutive, 0);
 
     assert!(t.train_step(&nan, rows, n, 0, &mut Local).unwrap().skipped);

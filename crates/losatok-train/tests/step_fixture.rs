@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 
 use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
-use losatok_models::checkpoint::torch_names;
 use losatok_models::discriminator::{DiscriminatorConfig, MfdConfig};
 use losatok_train::collective::Local;
 use losatok_train::config::OptimConfig;
@@ -24,6 +23,9 @@ use losatok_train::demo::stage2_config;
 use losatok_train::run::{seeded, stage2_model};
 use losatok_train::stage2::{LosatokTrainer, Stage2Stats};
 use losatok_train::{RunOptions, Stage2Config};
+
+mod common;
+use common::named_params;
 
 type Ad = Autodiff<Flex>;
 
@@ -93,16 +95,7 @@ fn host<B: Backend, M: burn::module::Module<B>>(
     prefix: &str,
     out: &mut BTreeMap<String, Vec<f32>>,
 ) {
-    struct Collect(Vec<Vec<f32>>);
-    impl<B: Backend> burn::module::ModuleVisitor<B> for Collect {
-        fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<B, D>>) {
-            self.0
-                .push(p.val().into_data().convert::<f32>().into_vec().unwrap());
-        }
-    }
-    let mut c = Collect(Vec::new());
-    m.visit(&mut c);
-    for ((name, ..), v) in torch_names(m).into_iter().zip(c.0) {
+    for (name, v) in named_params(m) {
         out.insert(format!("{prefix}{name}"), v);
     }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
-use losatok_models::checkpoint::{load_losatok, open_losatok_checkpoint, torch_names};
+use losatok_models::checkpoint::{load_losatok, open_losatok_checkpoint};
 use losatok_models::discriminator::{DiscriminatorConfig, MfdConfig};
 use losatok_models::{LosatokConfig, Sampling};
 use losatok_train::collective::Local;
@@ -17,6 +17,9 @@ use losatok_train::stage1::SemboTrainer;
 use losatok_train::stage2::LosatokTrainer;
 use losatok_train::{train_stage1, train_stage2, RunOptions, Stage1Config, Stage2Config};
 
+mod common;
+use common::named_params;
+
 type Ad = Autodiff<Flex>;
 
 /// Stage-1 loss on a fixed batch must fall at least this much in 60 steps (measured ~40×).
@@ -26,24 +29,6 @@ const STAGE2_OVERFIT_FACTOR: f64 = 1.5;
 
 fn dataset(dir: &Path) -> PathBuf {
     synthesize_dataset(&dir.join("data"), 3.0, 7).expect("synthetic data")
-}
-
-/// Every parameter of a module, by PyTorch name, as host values.
-fn params<B: Backend, M: burn::module::Module<B>>(m: &M) -> Vec<(String, Vec<f32>)> {
-    struct Collect(Vec<Vec<f32>>);
-    impl<B: Backend> burn::module::ModuleVisitor<B> for Collect {
-        fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<B, D>>) {
-            self.0
-                .push(p.val().into_data().convert::<f32>().into_vec().unwrap());
-        }
-    }
-    let mut c = Collect(Vec::new());
-    m.visit(&mut c);
-    torch_names(m)
-        .into_iter()
-        .map(|(k, ..)| k)
-        .zip(c.0)
-        .collect()
 }
 
 fn fixed_batch(n: usize, samples: usize) -> Vec<f32> {
@@ -99,7 +84,7 @@ fn stage1_overfits_a_fixed_batch_and_leaves_the_encoder_untouched() {
     let sembo = seeded::<Ad, _>(&dev, 2, || {
         losatok_models::sembo::SemBo::<Ad>::new(64, 32, 16, &dev)
     });
-    let before = params(&encoder);
+    let before = named_params(&encoder);
     let mut t = SemboTrainer::<Ad>::new(encoder, sembo, &cfg);
     let batch = fixed_batch(4, 16_000);
     let first = t.train_step(&batch, 4, 16_000, &mut Local).unwrap().loss;
@@ -109,7 +94,7 @@ fn stage1_overfits_a_fixed_batch_and_leaves_the_encoder_untouched() {
     }
     eprintln!("stage 1 loss {first} → {last}");
     assert!(last * STAGE1_OVERFIT_FACTOR < first, "{first} → {last}");
-    assert_eq!(params(&t.encoder), before, "frozen encoder changed");
+    assert_eq!(named_params(&t.encoder), before, "frozen encoder changed");
 }
 
 fn demo_stage2(manifest: &Path, steps: u64) -> Stage2Config {
@@ -132,9 +117,9 @@ fn stage2_overfits_a_fixed_batch_and_leaves_the_frozen_parts_untouched() {
     let dev = Default::default();
     let opts = RunOptions::default();
     let (model, _) = stage2_model::<Ad>(&cfg, &opts, &dev).unwrap();
-    let frozen = params(&model.semantic_encoder);
+    let frozen = named_params(&model.semantic_encoder);
     let disc = seeded::<Ad, _>(&dev, 3, || cfg.discriminator.init::<Ad>(&dev).unwrap());
-    let disc_before = params(&disc);
+    let disc_before = named_params(&disc);
     let mut t = LosatokTrainer::<Ad>::new(model, disc, &cfg);
     let batch = fixed_batch(2, 10_240);
     let first = t.train_step(&batch, 2, 10_240, 0, &mut Local).unwrap();
@@ -158,11 +143,15 @@ fn stage2_overfits_a_fixed_batch_and_leaves_the_frozen_parts_untouched() {
         "GAN terms active after step 20"
     );
     assert_eq!(
-        params(&t.model.semantic_encoder),
+        named_params(&t.model.semantic_encoder),
         frozen,
         "frozen semantic encoder changed"
     );
-    assert_ne!(params(&t.disc), disc_before, "discriminator did not train");
+    assert_ne!(
+        named_params(&t.disc),
+        disc_before,
+        "discriminator did not train"
+    );
 }
 
 fn read(p: &Path) -> Vec<u8> {
@@ -239,7 +228,7 @@ fn stage2_resume_is_bit_identical_and_the_export_reloads_as_the_same_model() {
     let disc_at = |run: &str| {
         let d = seeded::<Ad, _>(&dev, 9, || cfg.discriminator.init::<Ad>(&dev).unwrap());
         let dir = tmp.path().join(run).join("checkpoints/step-000000006");
-        params(&losatok_train::state::load_module(d, &dir, "disc", &dev).unwrap())
+        named_params(&losatok_train::state::load_module(d, &dir, "disc", &dev).unwrap())
     };
     assert_eq!(disc_at("whole"), disc_at("split"), "discriminators differ");
 
