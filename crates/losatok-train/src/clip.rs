@@ -77,22 +77,10 @@ pub fn scale_grads<B: AutodiffBackend, M: AutodiffModule<B>>(
     module.visit(&mut Scale { grads, factor });
 }
 
-/// Clip the global norm of `module`'s gradients to `max_norm`: if `‖g‖ > max_norm`, scale all
-/// gradients by `max_norm / (‖g‖ + 1e-6)`. Returns the norm before clipping (non-finite if a
-/// gradient is; the caller decides what to do then).
-pub fn clip_grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
-    module: &M,
-    grads: &mut GradientsParams,
-    max_norm: f64,
-    device: &B::Device,
-) -> f64 {
-    let norm = grad_norm(module, grads, device);
-    clip_to(module, grads, norm, max_norm);
-    norm
-}
-
-/// The clipping of [`clip_grad_norm`] for a norm already computed (and read together with other
-/// values): scale the gradients if `norm` is finite and above `max_norm`.
+/// Clip the global norm of `module`'s gradients to `max_norm`, given that norm (computed with
+/// [`grad_sq_norm`] and read together with other values): if `‖g‖ > max_norm`, scale all
+/// gradients by `max_norm / (‖g‖ + 1e-6)`. A non-finite norm changes nothing (the caller
+/// decides what to do then).
 pub fn clip_to<B: AutodiffBackend, M: AutodiffModule<B>>(
     module: &M,
     grads: &mut GradientsParams,
@@ -119,12 +107,14 @@ mod tests {
         let x = Tensor::<Ad, 2>::ones([4, 8], &dev).mul_scalar(100.0);
         let loss = m.forward(x).square().sum();
         let mut grads = GradientsParams::from_grads(loss.backward(), &m);
-        let before = clip_grad_norm(&m, &mut grads, 1.0, &dev);
+        let before = grad_norm(&m, &grads, &dev);
+        clip_to(&m, &mut grads, before, 1.0);
         assert!(before > 10.0, "{before}");
         let after = grad_norm(&m, &grads, &dev);
         assert!((after - 1.0).abs() < 1e-4, "{after}");
         // below the limit nothing changes
-        let again = clip_grad_norm(&m, &mut grads, 10.0, &dev);
+        clip_to(&m, &mut grads, after, 10.0);
+        let again = grad_norm(&m, &grads, &dev);
         assert!((again - after).abs() < 1e-9);
     }
 }
